@@ -1,0 +1,33 @@
+# Everything the project needs is installed from this file and pyproject.toml.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export XLA_FLAGS ?= --xla_cpu_multi_thread_eigen=true
+
+.PHONY: venv dev demo test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Runtime install (the main job).
+venv: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+# Runtime + PyTorch references + test tools. torch first, alone, so that pip takes the
+# CPU 2.13.0 build and no CUDA packages.
+dev: $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[torch,test]"
+
+demo: venv
+	$(BIN)/python -m fgvc_jax.demo
+
+test: dev
+	$(BIN)/python -m pytest -q -n 2 tests
+
+bench: dev
+	$(BIN)/python bench/backbones.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
