@@ -2,9 +2,8 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export XLA_FLAGS ?= --xla_cpu_multi_thread_eigen=true
 
-.PHONY: venv dev demo test bench clean
+.PHONY: venv dev quickstart test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,9 +19,6 @@ dev: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[torch,test]"
 
-demo: venv
-	$(BIN)/python -m fgvc_jax.demo
-
 test: dev
 	$(BIN)/python -m pytest -q -n 2 tests
 
@@ -31,3 +27,6 @@ bench: dev
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+quickstart: venv
+	$(BIN)/python -m fgvc_jax.demo

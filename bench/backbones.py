@@ -1,0 +1,229 @@
+"""Backbone speed, JAX next to PyTorch in one run: forward and SGD train step of ResNet-50 and
+Swin-T at 224, batch 8, fp32. Medians of repeats; compile time reported separately.
+
+    python bench/backbones.py                    # the table (BENCHMARKS.md)
+    python bench/backbones.py --sweep            # JAX ResNet-50 train step under XLA CPU flag sets
+    python bench/backbones.py --breakdown        # where the ResNet-50 train step's time goes
+
+Device: JAX's default backend (CPU here; a GPU when jax[cuda] is installed: then add --bf16
+to compare bf16 JAX with torch AMP).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MODELS = {"resnet50": "resnet50", "swin_t": "swin_tiny_patch4_window7_224"}
+
+
+def median_time(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_jax(arch: str, batch: int, size: int, repeats: int, warmup: int, bf16: bool) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from fgvc_jax.convert import build
+    dtype = jnp.bfloat16 if bf16 else jnp.float32
+    model = build(arch, 1000, dtype=dtype, **({"drop_path_rate": 0.1} if "swin" in arch else {}))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3)), jnp.float32)
+    y = jnp.arange(batch) % 1000
+    variables = model.init(jax.random.PRNGKey(0), x)
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    tx = optax.sgd(0.01, momentum=0.9)
+    opt_state = tx.init(params)
+
+    def forward(params, stats, x):
+        return model.apply({"params": params, "batch_stats": stats}, x, train=False)
+
+    def train_step(params, stats, opt_state, x, y, rng):
+        def loss_fn(p):
+            logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True,
+                                      mutable=["batch_stats"], rngs={"dropout": rng})
+            return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean(), new
+        (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new.get("batch_stats", stats), opt_state, loss
+
+    out = {}
+    t0 = time.perf_counter()
+    fwd = jax.jit(forward).lower(params, stats, x).compile()
+    out["forward_compile_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
+        params, stats, opt_state, x, y, jax.random.PRNGKey(1)).compile()
+    out["train_compile_s"] = time.perf_counter() - t0
+    out["forward_s"] = median_time(lambda: fwd(params, stats, x).block_until_ready(), repeats, warmup)
+    state = [params, stats, opt_state]
+
+    def run_step():
+        p, s, o, loss = step(*state, x, y, jax.random.PRNGKey(1))
+        state[:] = [p, s, o]
+        loss.block_until_ready()
+    out["train_s"] = median_time(run_step, repeats, warmup)
+    return out
+
+
+def bench_torch(arch: str, batch: int, size: int, repeats: int, warmup: int, amp: bool,
+                channels_last: bool = False) -> dict:
+    from fgvc_jax.convert.torch_reference import torch, torch_model
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs = {"drop_path_rate": 0.1} if "swin" in arch else {}
+    model = torch_model(arch, 1000, **kwargs).to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.arange(batch, device=device) % 1000
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=amp)
+
+    def forward():
+        with torch.no_grad(), autocast:
+            model.eval()(x)
+        sync()
+
+    def train_step():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        sync()
+    return {"forward_s": median_time(forward, repeats, warmup), "train_s": median_time(train_step, repeats, warmup)}
+
+
+def table(args) -> None:
+    import jax
+    from fgvc_jax.convert.torch_reference import torch
+    print(f"# device: jax {jax.devices()[0].device_kind} x{jax.device_count()}, torch threads "
+          f"{torch.get_num_threads()}, batch {args.batch}, {args.size}², {'bf16/AMP' if args.bf16 else 'fp32'}, "
+          f"median of {args.repeats}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(f"{'model':10s} {'mode':8s} {'jax ms':>9s} {'torch ms':>9s} {'jax/torch':>9s} {'jax img/s':>10s} "
+          f"{'torch img/s':>11s} {'jax compile s':>14s}")
+    for name in args.models.split(","):
+        arch = MODELS[name]
+        j = bench_jax(arch, args.batch, args.size, args.repeats, args.warmup, args.bf16)
+        t = bench_torch(arch, args.batch, args.size, args.repeats, args.warmup, args.bf16)
+        variants = [("", t)]
+        if "resnet" in arch and args.channels_last:
+            variants.append((" (torch channels_last)", bench_torch(arch, args.batch, args.size, args.repeats,
+                                                                  args.warmup, args.bf16, channels_last=True)))
+        for suffix, tt in variants:
+            for mode in ("forward", "train"):
+                js, ts = j[f"{mode}_s"], tt[f"{mode}_s"]
+                print(f"{name:10s} {mode:8s} {js * 1e3:9.1f} {ts * 1e3:9.1f} {js / ts:9.2f} {args.batch / js:10.1f} "
+                      f"{args.batch / ts:11.1f} {j[f'{mode}_compile_s']:14.1f}{suffix}", flush=True)
+
+
+SWEEP = {
+    "default": "",
+    "onednn": "--xla_cpu_use_onednn=true",
+    "xnnpack": "--xla_cpu_use_xnnpack=true",
+    "fast_math": "--xla_cpu_enable_fast_math=true",
+    "no_thunk_runtime": "--xla_cpu_use_thunk_runtime=false",
+}
+
+
+def sweep(args) -> None:
+    """The JAX ResNet-50 train step under each XLA flag set (fresh process each), torch once."""
+    t = bench_torch("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
+    print(f"torch train step: {t['train_s'] * 1e3:.1f} ms")
+    print(f"{'XLA flags':40s} {'jax train ms':>12s} {'jax/torch':>9s} {'compile s':>9s}")
+    for label, flags in SWEEP.items():
+        env = dict(os.environ, XLA_FLAGS=flags)
+        code = (f"import json, sys; sys.path.insert(0, {ROOT!r}); from bench.backbones import bench_jax; "
+                f"print(json.dumps(bench_jax('resnet50', {args.batch}, {args.size}, {args.repeats}, {args.warmup}, False)))")
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if r.returncode:
+            print(f"{label + ' ' + flags:40s} failed: {r.stderr.strip().splitlines()[-1]}")
+            continue
+        j = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"{label + ' ' + flags:40s} {j['train_s'] * 1e3:12.1f} {j['train_s'] / t['train_s']:9.2f} "
+              f"{j['train_compile_s']:9.1f}", flush=True)
+
+
+def breakdown(args) -> None:
+    """Time of the ResNet-50 train step's parts in JAX and torch: the convolutions alone
+    (forward + both backward passes, every conv shape of the network) versus the whole step."""
+    import jax
+    import jax.numpy as jnp
+
+    from fgvc_jax.convert.torch_reference import torch
+    shapes = []  # (H, Cin, Cout, k, stride) of every conv in ResNet-50 at this size, with multiplicity
+    h = args.size // 2
+    shapes.append((args.size, 3, 64, 7, 2))
+    h //= 2
+    cin = 64
+    for i, n in enumerate((3, 4, 6, 3)):
+        planes = 64 * 2**i
+        for j in range(n):
+            s = 2 if (i > 0 and j == 0) else 1
+            shapes += [(h, cin, planes, 1, 1), (h, planes, planes, 3, s)]
+            ho = h // s
+            shapes.append((ho, planes, planes * 4, 1, 1))
+            if j == 0:
+                shapes.append((h, cin, planes * 4, 1, s))
+            cin, h = planes * 4, ho
+    jt = tt = 0.0
+    for (hh, ci, co, k, s) in shapes:
+        x = jnp.ones((args.batch, hh, hh, ci))
+        w = jnp.ones((k, k, ci, co)) * 0.01
+
+        def f(x, w):
+            return jax.lax.conv_general_dilated(x, w, (s, s), [(k // 2, k // 2)] * 2,
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+        g = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+        jt += median_time(lambda: jax.block_until_ready(g(x, w)), 3, 1)
+        tx = torch.ones(args.batch, ci, hh, hh, requires_grad=True)
+        conv = torch.nn.Conv2d(ci, co, k, s, k // 2, bias=False)
+
+        def tf():
+            conv.zero_grad()
+            tx.grad = None
+            conv(tx).sum().backward()
+        tt += median_time(tf, 3, 1)
+    j = bench_jax("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
+    t = bench_torch("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
+    print(f"{len(shapes)} convolutions, forward + input grad + weight grad, batch {args.batch}, {args.size}²")
+    print(f"{'':28s} {'jax ms':>9s} {'torch ms':>9s} {'jax/torch':>9s}")
+    print(f"{'convolutions alone':28s} {jt * 1e3:9.1f} {tt * 1e3:9.1f} {jt / tt:9.2f}")
+    print(f"{'whole train step':28s} {j['train_s'] * 1e3:9.1f} {t['train_s'] * 1e3:9.1f} {j['train_s'] / t['train_s']:9.2f}")
+    print(f"{'everything but convolutions':28s} {(j['train_s'] - jt) * 1e3:9.1f} {(t['train_s'] - tt) * 1e3:9.1f}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="resnet50,swin_t")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="bf16 JAX vs torch AMP (bf16 autocast)")
+    p.add_argument("--channels_last", action="store_true", help="also torch channels_last for ResNet")
+    p.add_argument("--sweep", action="store_true")
+    p.add_argument("--breakdown", action="store_true")
+    args = p.parse_args()
+    sweep(args) if args.sweep else breakdown(args) if args.breakdown else table(args)
+
+
+if __name__ == "__main__":
+    main()
