@@ -14,6 +14,7 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
@@ -22,12 +23,33 @@ from fgvc_jax.backbones.batch_norm import BatchNorm
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+class Conv(nn.Module):
+    """torchvision's conv: no bias, symmetric padding dilation * (kernel // 2), HWIO kernel.
+
+    A 1x1 conv is computed as a matmul over channels (on the strided slice when stride > 1):
+    the same numbers, and XLA:CPU runs its backward pass far faster than its convolution
+    (BENCHMARKS.md, "ResNet-50 on CPU: where the time goes")."""
+    features: int
+    kernel: int
+    stride: int = 1
+    dilation: int = 1
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        k, s, d = self.kernel, self.stride, self.dilation
+        w = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features), self.param_dtype)
+        x, w = x.astype(self.dtype), w.astype(self.dtype)
+        if k == 1:
+            return jnp.einsum("nhwc,cd->nhwd", x[:, ::s, ::s], w[0, 0])
+        p = d * (k // 2)
+        return jax.lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)), rhs_dilation=(d, d),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def conv(features, kernel, stride=1, dilation=1, dtype=jnp.float32, param_dtype=jnp.float32, name=None):
-    """torchvision conv: no bias, symmetric padding dilation * (kernel // 2)."""
-    pad = dilation * (kernel // 2)
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                   kernel_dilation=(dilation, dilation), use_bias=False, dtype=dtype,
-                   param_dtype=param_dtype, kernel_init=conv_init, name=name)
+    return Conv(features, kernel, stride, dilation, dtype, param_dtype, name=name)
 
 
 def max_pool(x, kernel, stride):
