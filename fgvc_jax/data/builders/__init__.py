@@ -1,0 +1,1 @@
+"""TFDS builders for the datasets the TFDS catalog lacks or cannot download."""
