@@ -35,7 +35,23 @@ def median_time(fn, repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def bench_jax(arch: str, batch: int, size: int, repeats: int, warmup: int, bf16: bool) -> dict:
+def interleaved_medians(fns: dict, repeats: int, warmup: int) -> dict:
+    """Median seconds of each callable, the repeats alternating between them so that any
+    load on the machine falls on all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def prepare_jax(arch: str, batch: int, size: int, bf16: bool) -> dict:
+    """Compiled forward and train-step callables (blocking) and their compile times."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -70,19 +86,25 @@ def bench_jax(arch: str, batch: int, size: int, repeats: int, warmup: int, bf16:
     step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
         params, stats, opt_state, x, y, jax.random.PRNGKey(1)).compile()
     out["train_compile_s"] = time.perf_counter() - t0
-    out["forward_s"] = median_time(lambda: fwd(params, stats, x).block_until_ready(), repeats, warmup)
-    state = [params, stats, opt_state]
+    state = [params, stats, opt_state]  # the train step donates its inputs: always use the latest
+    out["forward"] = lambda: fwd(state[0], state[1], x).block_until_ready()
 
     def run_step():
         p, s, o, loss = step(*state, x, y, jax.random.PRNGKey(1))
         state[:] = [p, s, o]
         loss.block_until_ready()
-    out["train_s"] = median_time(run_step, repeats, warmup)
+    out["train"] = run_step
     return out
 
 
-def bench_torch(arch: str, batch: int, size: int, repeats: int, warmup: int, amp: bool,
-                channels_last: bool = False) -> dict:
+def bench_jax(arch: str, batch: int, size: int, repeats: int, warmup: int, bf16: bool) -> dict:
+    j = prepare_jax(arch, batch, size, bf16)
+    t = interleaved_medians({"forward_s": j["forward"], "train_s": j["train"]}, repeats, warmup)
+    return {**t, "forward_compile_s": j["forward_compile_s"], "train_compile_s": j["train_compile_s"]}
+
+
+def prepare_torch(arch: str, batch: int, size: int, amp: bool, channels_last: bool = False) -> dict:
+    """Forward and train-step callables of the PyTorch reference model."""
     from fgvc_jax.convert.torch_reference import torch, torch_model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = {"drop_path_rate": 0.1} if "swin" in arch else {}
@@ -108,7 +130,12 @@ def bench_torch(arch: str, batch: int, size: int, repeats: int, warmup: int, amp
         loss.backward()
         opt.step()
         sync()
-    return {"forward_s": median_time(forward, repeats, warmup), "train_s": median_time(train_step, repeats, warmup)}
+    return {"forward": forward, "train": train_step}
+
+
+def bench_torch(arch: str, batch: int, size: int, repeats: int, warmup: int, amp: bool) -> dict:
+    t = prepare_torch(arch, batch, size, amp)
+    return interleaved_medians({"forward_s": t["forward"], "train_s": t["train"]}, repeats, warmup)
 
 
 def table(args) -> None:
@@ -121,15 +148,16 @@ def table(args) -> None:
           f"{'torch img/s':>11s} {'jax compile s':>14s}")
     for name in args.models.split(","):
         arch = MODELS[name]
-        j = bench_jax(arch, args.batch, args.size, args.repeats, args.warmup, args.bf16)
-        t = bench_torch(arch, args.batch, args.size, args.repeats, args.warmup, args.bf16)
-        variants = [("", t)]
-        if "resnet" in arch and args.channels_last:
-            variants.append((" (torch channels_last)", bench_torch(arch, args.batch, args.size, args.repeats,
-                                                                  args.warmup, args.bf16, channels_last=True)))
-        for suffix, tt in variants:
+        j = prepare_jax(arch, args.batch, args.size, args.bf16)
+        fns = {}
+        for side, prepared in [("jax", j), ("torch", prepare_torch(arch, args.batch, args.size, args.bf16))] + (
+                [("torch_cl", prepare_torch(arch, args.batch, args.size, args.bf16, True))]
+                if "resnet" in arch and args.channels_last else []):
+            fns.update({(side, mode): prepared[mode] for mode in ("forward", "train")})
+        med = interleaved_medians(fns, args.repeats, args.warmup)
+        for side, suffix in [("torch", "")] + ([("torch_cl", " (torch channels_last)")] if ("torch_cl", "train") in med else []):
             for mode in ("forward", "train"):
-                js, ts = j[f"{mode}_s"], tt[f"{mode}_s"]
+                js, ts = med[("jax", mode)], med[(side, mode)]
                 print(f"{name:10s} {mode:8s} {js * 1e3:9.1f} {ts * 1e3:9.1f} {js / ts:9.2f} {args.batch / js:10.1f} "
                       f"{args.batch / ts:11.1f} {j[f'{mode}_compile_s']:14.1f}{suffix}", flush=True)
 
@@ -161,53 +189,67 @@ def sweep(args) -> None:
               f"{j['train_compile_s']:9.1f}", flush=True)
 
 
-def breakdown(args) -> None:
-    """Time of the ResNet-50 train step's parts in JAX and torch: the convolutions alone
-    (forward + both backward passes, every conv shape of the network) versus the whole step."""
-    import jax
-    import jax.numpy as jnp
-
-    from fgvc_jax.convert.torch_reference import torch
-    shapes = []  # (H, Cin, Cout, k, stride) of every conv in ResNet-50 at this size, with multiplicity
-    h = args.size // 2
-    shapes.append((args.size, 3, 64, 7, 2))
-    h //= 2
-    cin = 64
+def resnet50_convs(size: int) -> list[tuple[int, int, int, int, int]]:
+    """(input H, Cin, Cout, kernel, stride) of every convolution of ResNet-50 at `size`."""
+    shapes, h, cin = [(size, 3, 64, 7, 2)], size // 4, 64
     for i, n in enumerate((3, 4, 6, 3)):
         planes = 64 * 2**i
         for j in range(n):
             s = 2 if (i > 0 and j == 0) else 1
-            shapes += [(h, cin, planes, 1, 1), (h, planes, planes, 3, s)]
-            ho = h // s
-            shapes.append((ho, planes, planes * 4, 1, 1))
+            shapes += [(h, cin, planes, 1, 1), (h, planes, planes, 3, s), (h // s, planes, planes * 4, 1, 1)]
             if j == 0:
                 shapes.append((h, cin, planes * 4, 1, s))
-            cin, h = planes * 4, ho
-    jt = tt = 0.0
-    for (hh, ci, co, k, s) in shapes:
-        x = jnp.ones((args.batch, hh, hh, ci))
-        w = jnp.ones((k, k, ci, co)) * 0.01
+            cin, h = planes * 4, h // s
+    return shapes
+
+
+def breakdown(args) -> None:
+    """Where the ResNet-50 train step's time goes: every convolution of the network timed alone
+    (forward + input grad + weight grad), grouped by kind, JAX next to torch; 1x1 convolutions
+    both as XLA convolutions and as the matmul the backbone uses."""
+    import jax
+    import jax.numpy as jnp
+
+    from fgvc_jax.convert.torch_reference import torch
+
+    def jax_conv(as_matmul, h, ci, co, k, s):
+        x, w = jnp.ones((args.batch, h, h, ci)), jnp.full((k, k, ci, co), 0.01)
 
         def f(x, w):
+            if as_matmul:
+                return jnp.einsum("nhwc,cd->nhwd", x[:, ::s, ::s], w[0, 0]).sum()
             return jax.lax.conv_general_dilated(x, w, (s, s), [(k // 2, k // 2)] * 2,
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
         g = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
-        jt += median_time(lambda: jax.block_until_ready(g(x, w)), 3, 1)
-        tx = torch.ones(args.batch, ci, hh, hh, requires_grad=True)
+        return median_time(lambda: jax.block_until_ready(g(x, w)), 3, 1)
+
+    def torch_conv(h, ci, co, k, s):
+        x = torch.ones(args.batch, ci, h, h, requires_grad=True)
         conv = torch.nn.Conv2d(ci, co, k, s, k // 2, bias=False)
 
-        def tf():
+        def f():
             conv.zero_grad()
-            tx.grad = None
-            conv(tx).sum().backward()
-        tt += median_time(tf, 3, 1)
+            x.grad = None
+            conv(x).sum().backward()
+        return median_time(f, 3, 1)
+
+    rows = {}
+    for h, ci, co, k, s in resnet50_convs(args.size):
+        kinds = [(f"{k}x{k} conv", False)] + ([("1x1 as matmul", True)] if k == 1 else [])
+        t = torch_conv(h, ci, co, k, s)
+        for kind, as_matmul in kinds:
+            r = rows.setdefault(kind, [0, 0.0, 0.0])
+            r[0] += 1
+            r[1] += jax_conv(as_matmul, h, ci, co, k, s)
+            r[2] += t
     j = bench_jax("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
     t = bench_torch("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
-    print(f"{len(shapes)} convolutions, forward + input grad + weight grad, batch {args.batch}, {args.size}²")
-    print(f"{'':28s} {'jax ms':>9s} {'torch ms':>9s} {'jax/torch':>9s}")
-    print(f"{'convolutions alone':28s} {jt * 1e3:9.1f} {tt * 1e3:9.1f} {jt / tt:9.2f}")
-    print(f"{'whole train step':28s} {j['train_s'] * 1e3:9.1f} {t['train_s'] * 1e3:9.1f} {j['train_s'] / t['train_s']:9.2f}")
-    print(f"{'everything but convolutions':28s} {(j['train_s'] - jt) * 1e3:9.1f} {(t['train_s'] - tt) * 1e3:9.1f}")
+    print(f"ResNet-50 convolutions, forward + input grad + weight grad, batch {args.batch}, {args.size}², fp32")
+    print(f"{'':24s} {'count':>5s} {'jax ms':>9s} {'torch ms':>9s} {'jax/torch':>9s}")
+    for kind, (n, jt, tt) in rows.items():
+        print(f"{kind:24s} {n:5d} {jt * 1e3:9.1f} {tt * 1e3:9.1f} {jt / tt:9.2f}")
+    print(f"{'whole train step':24s} {'':5s} {j['train_s'] * 1e3:9.1f} {t['train_s'] * 1e3:9.1f} "
+          f"{j['train_s'] / t['train_s']:9.2f}")
 
 
 def main():
