@@ -59,6 +59,12 @@ class Method(abc.ABC):
         """Name of the pretrained architecture (`fgvc_jax.convert` arch) the backbone loads."""
         return None
 
+    @property
+    def backbone_kwargs(self) -> dict:
+        """Backbone constructor overrides beyond the arch (e.g. img_size, stem_pool) that the
+        converter needs to build the same backbone: `load_pretrained(arch, path, 0, **kw)`."""
+        return {}
+
     @abc.abstractmethod
     def loss(self, outputs: Outputs, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scalar training loss and its named terms (each a scalar, for logging)."""

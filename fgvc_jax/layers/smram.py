@@ -1,0 +1,44 @@
+"""SMRAM: the spatial multi-region attention of CRA-SMRA, acting only through the
+diversity loss (METHODS.md §2 "SMRAM")."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fgvc_jax.layers.cram import ConvBNReLU
+
+Dtype = Any
+
+
+class SMRAM(nn.Module):
+    """SMRAM (METHODS.md §2): bring each enhanced map X_e to the last one's spatial size with
+    3x3 stride-2 conv+BN+ReLU blocks (choice: twice for conv3_x, once for conv4_x, i.e. as
+    many as halvings are needed), φ_s = a separate 1x1 conv C_a→1 per stage, and
+    P_s = softmax over the H·W positions.
+
+    Input: a list of (B, H_s, W_s, C_a) maps. Returns P (B, S, H·W), float32; feed it to
+    `fgvc_jax.losses.diversity_loss`."""
+
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, maps: Sequence[jax.Array], train: bool = False):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        target = maps[-1].shape[1]
+        probs = []
+        for s, x in enumerate(maps):
+            i = 0
+            while x.shape[1] > target:
+                x = ConvBNReLU(x.shape[-1], 3, strides=2, name=f"down{s}_{i}", **kw)(x, train)
+                i += 1
+            if x.shape[1:3] != maps[-1].shape[1:3]:
+                raise ValueError(f"SMRAM: map {s} reaches {x.shape[1:3]}, "
+                                 f"expected {maps[-1].shape[1:3]}")
+            logit = nn.Conv(1, (1, 1), name=f"phi{s}", **kw)(x)  # (B, H, W, 1)
+            logit = logit.reshape(x.shape[0], -1).astype(jnp.float32)
+            probs.append(jax.nn.softmax(logit, axis=-1))
+        return jnp.stack(probs, axis=1)

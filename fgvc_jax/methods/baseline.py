@@ -1,0 +1,37 @@
+"""Baselines (METHODS.md §5): ResNet + GAP + Dense K; Swin + LayerNorm + GAP + Dense K (timm
+head layout) — every method's gain is measured against its own backbone."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fgvc_jax.methods.base import Outputs
+from fgvc_jax.methods.common import BackboneMethod
+
+
+class Classifier(nn.Module):
+    """backbone (headless: ResNet → GAP; Swin → norm → GAP) → Dense K named 'head'."""
+
+    backbone: nn.Module
+    num_classes: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        features = self.backbone(images, train)
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
+                          name="head")(features)
+        return Outputs(logits={"main": logits}, aux={})
+
+
+class Baseline(BackboneMethod):
+    """Plain fine-tuning: loss CE(main) (optional label smoothing); prediction softmax(main)."""
+
+    def build_network(self, backbone):
+        return Classifier(backbone, self.num_classes, self.dtype)
+
+    def loss(self, outputs, labels):
+        ce = self.ce(outputs.logits["main"], labels)
+        return ce, {"ce_main": ce}

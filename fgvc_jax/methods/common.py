@@ -1,0 +1,63 @@
+"""Pieces several methods share: a backbone-based Method base class, ResNet/Swin trunk
+walkers, and pooling."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fgvc_jax import losses
+from fgvc_jax.methods import backbone as backbone_lib
+from fgvc_jax.methods.base import Method
+
+
+class BackboneMethod(Method):
+    """A Method whose network drives a pretrained backbone (`config.backbone`)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, num_classes: int):
+        super().__init__(config, num_classes)
+        self.dtype = backbone_lib.compute_dtype(config)
+        self._network = self.build_network(backbone_lib.build_backbone(config))
+
+    def build_network(self, backbone: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def network(self) -> nn.Module:
+        return self._network
+
+    @property
+    def backbone_arch(self) -> str:
+        return self.config.backbone
+
+    @property
+    def backbone_kwargs(self) -> dict:
+        return backbone_lib.backbone_kwargs(self.config)
+
+    def ce(self, logits, labels):
+        return losses.cross_entropy(logits, labels, self.config.get("label_smoothing", 0.0))
+
+
+def mean_softmax(logits: dict, keys) -> jax.Array:
+    """Mean of the softmaxes of the named heads (float32)."""
+    return sum(jax.nn.softmax(logits[k].astype(jnp.float32), axis=-1) for k in keys) / len(keys)
+
+
+def avg_max_pool(x):
+    """concat(GAP x, GMP x) over H, W: (B, H, W, C) → (B, 2C) (MA-EA's improved pooling)."""
+    return jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], axis=-1)
+
+
+def swin_trunk(backbone, images, train: bool, attn_stage: int | None = None):
+    """Run a Swin stage by stage. Returns (stage outputs [s1..s4] (B,H,W,C), final normed
+    stage-4 output, attention probs of `attn_stage`'s blocks or None)."""
+    x = backbone.embed(images)
+    feats, attn = [], None
+    for i in range(1, len(backbone.depths) + 1):
+        if i == attn_stage:
+            x, attn = backbone.stage(i, x, train, return_attn=True)
+        else:
+            x = backbone.stage(i, x, train)
+        feats.append(x)
+    return feats, backbone.norm(x), attn
