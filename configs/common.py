@@ -1,0 +1,83 @@
+"""What every config shares: the layout (seed, method, data, optim, train, init), the dataset
+argument of `configs/<method>.py:<arg>`, and the CPU-sized `synthetic` variant.
+
+A method's file calls `make_config(method, arg, recipe)` with its paper's recipe; `arg` is a
+dataset name or `synthetic` (CPU-sized model on `synthetic_fgvc`, minutes on a laptop).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from fgvc_jax import data as data_lib
+from fgvc_jax.methods import registry
+
+# Config argument → data.NAMES entry. `synthetic` also picks the method's CPU size.
+DATASETS = {"synthetic": "synthetic_fgvc",
+            **{n: n for n in data_lib.NAMES if n != "synthetic_fgvc"}}
+
+
+def dataset_name(arg: str | None, method: str) -> str:
+    """The data name of a config argument, or one clear error listing the valid ones."""
+    if arg not in DATASETS:
+        raise ValueError(f"configs/{method}.py: unknown dataset {arg!r}; valid: "
+                         f"{', '.join(DATASETS)} (e.g. --config configs/{method}.py:cub).")
+    return DATASETS[arg]
+
+
+def optim_config(**overrides) -> ml_collections.ConfigDict:
+    """Optimizer defaults: SGD momentum 0.9 (PyTorch semantics), cosine, no warmup."""
+    c = dict(name="sgd", momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
+             weight_decay=5e-4,
+             wd_mask=r".*",        # regex of parameter paths that get weight decay
+             lr={"backbone": 1e-3, "new": 1e-2},  # peak lr per Method.param_groups() group
+             schedule="cosine", end_factor=0.0, warmup_steps=0, warmup_epochs=0.0,
+             clip_norm=0.0,        # global-norm clipping; 0 = off
+             accumulate=1)         # micro-batches per step (paper batch on fewer devices)
+    c.update(overrides)
+    return ml_collections.ConfigDict(c)
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+    c = dict(batch_size=32,        # global batch over all devices of all processes
+             eval_batch_size=0,    # 0 = batch_size
+             num_epochs=100.0,
+             num_steps=0,          # > 0 overrides num_epochs
+             eval_every_epochs=10.0,
+             eval_every_steps=0,   # > 0 overrides eval_every_epochs
+             log_every=50, checkpoint_every=1000, keep=3,
+             dtype="float32",      # compute dtype: float32 | bfloat16 (params stay float32)
+             best_metric="top1/combined")
+    c.update(overrides)
+    return ml_collections.ConfigDict(c)
+
+
+def make_config(method: str, arg: str | None, *, data: dict, optim: dict, train: dict,
+                synthetic: dict | None = None, method_fields: dict | None = None,
+                dont_load: str = "") -> ml_collections.ConfigDict:
+    """The full config of `method` on dataset `arg` with the given recipe.
+
+    `data`/`optim`/`train`: the paper's recipe (overrides of the defaults above);
+    `synthetic`: overrides for the CPU-sized variant ({'data':..., 'optim':..., 'train':...}).
+    """
+    name = dataset_name(arg, method)
+    cpu = arg == "synthetic"
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.method = registry.default_config(method, "cpu" if cpu else "full")
+    for k, v in (method_fields or {}).items():
+        config.method[k] = v
+    config.data = data_lib.default_config(name)
+    if not cpu:
+        config.data.update(data)
+    if "image_size" in config.method:
+        config.data.crop = config.method.get_ref("image_size")
+        config.data.eval_crop = config.method.get_ref("image_size")
+    config.optim = optim_config(**optim)
+    config.train = train_config(**train)
+    config.init = ml_collections.ConfigDict(dict(
+        pretrained="",             # .pth / .safetensors / converted orbax dir; "" = from scratch
+        dont_load=dont_load))      # regex of 'backbone/...' paths not to load (e.g. the head)
+    if cpu:
+        for section, fields in (synthetic or {}).items():
+            config[section].update(fields)
+    return config

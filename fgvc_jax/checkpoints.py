@@ -1,0 +1,143 @@
+"""Checkpoints in the workdir (orbax) and initial weights from converted PyTorch files.
+
+Layout: `<workdir>/checkpoints/<step>` (periodic, the newest `keep` kept, resumed from
+automatically) and `<workdir>/best/<step>` (the best evaluation so far by `best_metric`).
+A checkpoint holds the whole train state (step, params, batch_stats, optimizer state); the
+data iterator and every random stream are positioned from the step, so a resumed run ends
+bitwise equal to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from flax import traverse_util
+
+
+class Checkpoints:
+    """The periodic and best-by-accuracy checkpoint managers of one workdir."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, best_metric: str = "top1/combined"):
+        root = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
+        self.best_metric = best_metric
+        self.latest = ocp.CheckpointManager(
+            root / "checkpoints",
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self.best = ocp.CheckpointManager(
+            root / "best",
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode="max"))
+
+        self._best = self._read_best_value()
+
+    def latest_step(self) -> int | None:
+        return self.latest.latest_step()
+
+    def _read_best_value(self) -> float:
+        step = self.best.latest_step()
+        metrics = (self.best.metrics(step) or {}) if step is not None else {}
+        return float(metrics.get(self.best_metric, -float("inf")))
+
+    def best_value(self) -> float:
+        """Best `best_metric` saved so far in this workdir (-inf if none)."""
+        return self._best
+
+    def save(self, step: int, state: Any) -> None:
+        """Periodic checkpoint of `state` at `step` (asynchronous; `wait` to finish)."""
+        self.latest.save(step, args=ocp.args.StandardSave(state), force=True)
+
+    def save_best(self, step: int, state: Any, metrics: dict[str, float]) -> bool:
+        """Save `state` as the best checkpoint when `metrics[best_metric]` improved."""
+        value = float(metrics[self.best_metric])
+        if value <= self._best:
+            return False
+        self.best.save(step, args=ocp.args.StandardSave(state),
+                       metrics={k: float(v) for k, v in metrics.items()}, force=True)
+        self._best = value
+        return True
+
+    def restore(self, abstract_state: Any, which: str = "latest") -> tuple[Any, int] | None:
+        """(state, step) from the newest periodic ('latest') or the best ('best') checkpoint,
+        placed with the shardings of `abstract_state`; None if there is none."""
+        if which not in ("latest", "best"):
+            raise ValueError(f"checkpoint {which!r}; valid: latest, best")
+        mgr = self.latest if which == "latest" else self.best
+        step = mgr.latest_step()
+        if step is None:
+            return None
+        state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        return state, step
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def _read_pretrained(path: str, arch: str | None) -> dict:
+    """Variables {'params':..., 'batch_stats':...} of a backbone from a PyTorch file
+    (.pth/.pt/.safetensors, converted on the fly) or a converted orbax directory."""
+    if os.path.isdir(path):
+        tree = ocp.PyTreeCheckpointer().restore(os.path.abspath(path))
+        return tree if "params" in tree else {"params": tree}
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config.init.pretrained={path!r}: no such file or directory.")
+    if arch is None:
+        raise ValueError("config.init.pretrained is set but the method names no backbone_arch.")
+    from fgvc_jax.convert import load_pretrained  # the one place the converter is called
+    return load_pretrained(arch, path, num_classes=0)
+
+
+def merge_pretrained(variables: dict, pretrained: dict, *, prefix: str = "backbone",
+                     dont_load: str = "") -> tuple[dict, list[str]]:
+    """Copy `pretrained` (a backbone's variables) into `variables[col][prefix]`.
+
+    Every source array must land on a target of the same shape, unless its target path
+    ('backbone/...', as in the param-group regexes) matches `dont_load`. Returns the new
+    variables and the list of loaded paths."""
+    skip = re.compile(dont_load) if dont_load else None
+    out = {col: traverse_util.flatten_dict(tree) for col, tree in variables.items()}
+    loaded, errors = [], []
+    for col, tree in pretrained.items():
+        if col not in out:
+            if jax.tree.leaves(tree):
+                errors.append(f"collection {col!r} is not in the model")
+            continue
+        for key, value in traverse_util.flatten_dict(tree).items():
+            target = ((prefix,) if prefix else ()) + tuple(key)
+            name = "/".join(target)
+            if skip is not None and skip.search(name):
+                continue
+            if target not in out[col]:
+                errors.append(f"{col}/{name}: not in the model")
+            elif tuple(np.shape(value)) != tuple(out[col][target].shape):
+                errors.append(f"{col}/{name}: checkpoint shape {tuple(np.shape(value))}, "
+                              f"model shape {tuple(out[col][target].shape)}")
+            else:
+                out[col][target] = np.asarray(value, dtype=out[col][target].dtype)
+                loaded.append(f"{col}/{name}")
+    if errors:
+        raise ValueError("Pretrained weights do not fit the model (use config.init.dont_load "
+                         "to skip parameters on purpose):\n  " + "\n  ".join(errors[:20])
+                         + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""))
+    return {col: traverse_util.unflatten_dict(flat) for col, flat in out.items()}, loaded
+
+
+def load_pretrained(variables: dict, path: str, *, arch: str | None,
+                    dont_load: str = "") -> dict:
+    """`variables` with the backbone replaced by the pretrained weights at `path`."""
+    pretrained = _read_pretrained(path, arch)
+    host = jax.device_get(variables)
+    merged, loaded = merge_pretrained(host, pretrained, dont_load=dont_load)
+    total = sum(len(traverse_util.flatten_dict(t)) for t in host.values())
+    logging.info("Loaded %d of %d arrays from %s (%s)", len(loaded), total, path, arch)
+    return merged

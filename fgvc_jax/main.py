@@ -1,0 +1,102 @@
+"""Train or evaluate a method: `python -m fgvc_jax.main --config configs/<method>.py:<dataset>
+--workdir DIR [--config.key=value ...] [--mode train|eval]`.
+
+Deliberately short (like flax examples/imagenet): it parses flags and calls
+`train.train_and_evaluate` or `train.evaluate_checkpoint`. User mistakes (unknown method,
+dataset or config key) end in one clear message, not a traceback.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import re
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<method>.py:<dataset>")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and eval.json go here.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resuming) or evaluate.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                                "--mode eval: which checkpoint of the workdir to evaluate.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Validate --config and its --config.* overrides before absl parses them."""
+    spec = next((a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
+                 for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
+    if not spec:
+        return  # absl reports the missing flag
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        here = os.path.dirname(path) or "configs"
+        methods = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(here, "*.py"))
+                         if not os.path.basename(p).startswith(("_", "common")))
+        _fail(f"unknown method config {path!r}; valid: "
+              + (", ".join(f"{here}/{m}.py" for m in methods) or "(no configs in " + here + ")"))
+    try:
+        module_spec = importlib.util.spec_from_file_location("_fgvc_config", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        config = module.get_config(*([arg] if arg else []))
+    except ValueError as e:
+        _fail(str(e))
+    for a in argv:
+        m = re.match(r"--(?:no)?config\.([^=]+)", a)
+        if not m:
+            continue
+        node, parts = config, m.group(1).split(".")
+        for i, key in enumerate(parts):
+            if not hasattr(node, "keys") or key not in node:
+                where = "config." + ".".join(parts[:i]) if i else "config"
+                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a value)"
+                _fail(f"unknown config key 'config.{m.group(1)}': {where} has no {key!r}; "
+                      f"valid: {valid}")
+            node = node[key]
+
+
+def _quiet_libraries() -> None:
+    """Keep the console to the trainer's own lines: INFO chatter of orbax is dropped."""
+    def keep(record) -> bool:
+        return record.levelno >= 30 or "/orbax/" not in record.pathname  # 30: WARNING
+    logging.get_absl_handler().addFilter(keep)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    _quiet_libraries()
+    from fgvc_jax import train  # after flag parsing: jax is configured by then
+
+    config, workdir = _CONFIG.value, _WORKDIR.value
+    try:
+        if _MODE.value == "train":
+            train.train_and_evaluate(config, workdir)
+        else:
+            result = train.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
+            logging.info("eval of step %d: %s", result["step"], result["metrics"])
+    except train.Preempted as e:
+        logging.warning("%s", e)
+        sys.exit(143)
+    except FloatingPointError as e:
+        _fail(str(e))
+    except (ValueError, FileNotFoundError) as e:
+        logging.debug("traceback", exc_info=True)
+        _fail(str(e))
+
+
+def run():
+    check_command_line(sys.argv[1:])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

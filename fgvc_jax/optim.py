@@ -1,0 +1,179 @@
+"""The optax optimizer of a run, built from `config.optim` and the method's parameter groups.
+
+- Parameter groups: each parameter goes to the first group whose regex (`Method.param_groups`)
+  re.search-matches its '/'-joined path ('new' if none); each group has its own peak learning
+  rate (`config.optim.lr[group]`, e.g. backbone 2e-3 vs new modules 5e-3 in SwinFC).
+- SGD with momentum/Nesterov (PyTorch semantics: weight decay added to the gradient before
+  momentum) or AdamW (decoupled decay); weight decay only where `config.optim.wd_mask` matches.
+- Schedules: linear warmup then cosine (or constant) decay, per group.
+- Global-norm gradient clipping over all groups (`clip_norm` > 0).
+- Gradient accumulation: `accumulate_gradients` splits a global batch into micro-batches inside
+  the jitted step, so a paper's batch size fits on fewer devices.
+The learning rate of every group is injected into the optimizer state, so the effective rates
+can be read back (`learning_rates`) and logged.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import traverse_util
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "constant")
+
+
+def param_path(path: tuple) -> str:
+    """'/'-joined parameter path, the string the group and mask regexes are matched against."""
+    return "/".join(str(p) for p in path)
+
+
+def group_labels(params: Any, groups: Mapping[str, str]) -> Any:
+    """Pytree like `params` with each leaf replaced by its group name (first regex match)."""
+    compiled = [(name, re.compile(rx)) for name, rx in groups.items()]
+
+    def label(path):
+        p = param_path(path)
+        return next((name for name, rx in compiled if rx.search(p)), "new")
+
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: label(k) for k in flat})
+
+
+def regex_mask(params: Any, regex: str) -> Any:
+    """Pytree of bools: True where the parameter path matches `regex` (re.search)."""
+    rx = re.compile(regex)
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: bool(rx.search(param_path(k))) for k in flat})
+
+
+def make_schedule(config: ml_collections.ConfigDict, peak: float, total_steps: int,
+                  warmup_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 to `peak`, then cosine to `peak * end_factor` at `total_steps`
+    (or constant)."""
+    if config.schedule not in SCHEDULES:
+        raise ValueError(f"config.optim.schedule={config.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    warmup_steps = min(int(warmup_steps), max(total_steps - 1, 0))
+    if config.schedule == "constant":
+        after = optax.constant_schedule(peak)
+    else:
+        after = optax.cosine_decay_schedule(peak, max(total_steps - warmup_steps, 1),
+                                            alpha=config.get("end_factor", 0.0))
+    if warmup_steps <= 0:
+        return after
+    warm = optax.linear_schedule(0.0, peak, warmup_steps)
+    return optax.join_schedules([warm, after], [warmup_steps])
+
+
+def _group_optimizer(config: ml_collections.ConfigDict, wd_mask: Any) -> Callable:
+    """Factory `(learning_rate) -> GradientTransformation` for one group (for injection)."""
+    if config.name == "sgd":
+        def factory(learning_rate):
+            parts = []
+            if config.weight_decay:
+                parts.append(optax.add_decayed_weights(config.weight_decay, wd_mask))
+            if config.momentum:
+                parts.append(optax.trace(decay=config.momentum, nesterov=config.nesterov))
+            parts.append(optax.scale_by_learning_rate(learning_rate))
+            return optax.chain(*parts)
+    elif config.name == "adamw":
+        def factory(learning_rate):
+            return optax.adamw(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
+                               weight_decay=config.weight_decay, mask=wd_mask)
+    else:
+        raise ValueError(f"config.optim.name={config.name!r}; valid: {', '.join(OPTIMIZERS)}")
+    return factory
+
+
+def create_optimizer(config: ml_collections.ConfigDict, params: Any,
+                     groups: Mapping[str, str], *, total_steps: int,
+                     steps_per_epoch: int) -> optax.GradientTransformation:
+    """The run's optimizer: clip → per-group (decay, momentum/Adam, scheduled lr)."""
+    labels = group_labels(params, groups)
+    used = sorted(set(jax.tree.leaves(labels)))
+    lrs = dict(config.lr)
+    missing = [g for g in used if g not in lrs]
+    if missing:
+        raise ValueError(
+            f"config.optim.lr has no learning rate for parameter group(s) {missing}; the "
+            f"method's groups are {list(groups) + (['new'] if 'new' not in groups else [])}, "
+            f"config.optim.lr has {sorted(lrs)}.")
+    warmup = config.get("warmup_steps", 0)
+    if config.get("warmup_epochs", 0) > 0:
+        warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    wd_mask = regex_mask(params, config.wd_mask)
+    factory = _group_optimizer(config, wd_mask)
+    transforms = {
+        g: optax.inject_hyperparams(factory)(
+            learning_rate=make_schedule(config, float(lrs[g]), total_steps, warmup))
+        for g in used}
+    parts = []
+    if config.clip_norm and config.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(config.clip_norm))
+    parts.append(optax.multi_transform(transforms, labels))
+    return optax.chain(*parts)
+
+
+def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
+    """The learning rate each group used in its latest update ({group: lr})."""
+    found = {}
+
+    def visit(node):
+        if isinstance(node, optax.MultiTransformState):
+            for group, inner in node.inner_states.items():
+                s = inner.inner_state if isinstance(inner, optax.MaskedState) else inner
+                found[group] = s.hyperparams["learning_rate"]
+        elif isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child)
+
+    visit(opt_state)
+    return found
+
+
+def accumulate_gradients(grad_fn: Callable, params: Any, carry: Any, batch: dict,
+                         accumulate: int, split: Callable | None = None):
+    """Mean gradient over `accumulate` micro-batches of `batch`, computed in a `lax.scan`.
+
+    `grad_fn(params, carry, micro_batch, index) -> ((loss, (aux, carry)), grads)` (the
+    value_and_grad of the loss with has_aux); `carry` threads state such as BatchNorm
+    statistics through the micro-batches. Micro-batch i holds rows i, i+k, i+2k, ... so that
+    each device keeps an equal share under batch sharding; `split` (optional) re-applies a
+    sharding constraint to the (k, B/k, ...) arrays. Returns ((loss, aux), carry, grads) with
+    loss, aux and grads averaged over the micro-batches.
+    """
+    k = int(accumulate)
+    if k <= 1:
+        (loss, (aux, carry)), grads = grad_fn(params, carry, batch, 0)
+        return (loss, aux), carry, grads
+
+    def to_micro(x):
+        if x.shape[0] % k:
+            raise ValueError(f"batch size {x.shape[0]} is not divisible by "
+                             f"config.optim.accumulate={k}")
+        x = x.reshape((x.shape[0] // k, k) + x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    micro = jax.tree.map(to_micro, batch)
+    if split is not None:
+        micro = split(micro)
+
+    def body(acc, xs):
+        carry, loss_sum, aux_sum, grad_sum = acc
+        i, mb = xs
+        (loss, (aux, carry)), grads = grad_fn(params, carry, mb, i)
+        add = lambda a, b: jax.tree.map(jnp.add, a, b)
+        return (carry, loss_sum + loss, add(aux_sum, aux), add(grad_sum, grads)), None
+
+    # Shapes of one micro step, to start the sums at zero.
+    first = jax.tree.map(lambda x: x[0], micro)
+    (loss0, (aux0, _)), grads0 = jax.eval_shape(grad_fn, params, carry, first, 0)
+    zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), t)
+    init = (carry, jnp.zeros(loss0.shape, loss0.dtype), zeros(aux0), zeros(grads0))
+    (carry, loss, aux, grads), _ = jax.lax.scan(body, init, (jnp.arange(k), micro))
+    mean = lambda t: jax.tree.map(lambda x: x / k, t)
+    return (loss / k, mean(aux)), carry, mean(grads)

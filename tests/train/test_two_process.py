@@ -1,0 +1,44 @@
+"""Two local processes (jax.distributed from the environment, gloo CPU collectives) train
+through the real CLI on a shared workdir and end with the same parameters."""
+import json
+import re
+import socket
+import subprocess
+
+from tests.train import cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_and_agree(tmp_path):
+    port = _free_port()
+    args = cli.tiny_args("baseline_resnet", tmp_path / "w", tmp_path / "tfds",
+                         "--config.train.num_steps=4", "--config.train.checkpoint_every=2")
+    procs = [subprocess.Popen(args, cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True,
+                              env=cli.env(JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                          JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    errs = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=500)
+        finally:
+            p.kill()
+        errs.append(err)
+        assert p.returncode == 0, err[-4000:]
+    prints = []
+    for i, err in enumerate(errs):
+        assert "jax.distributed initialised" in err and f"process {i} of 2" in err, err[-3000:]
+        m = re.search(rf"process {i} of 2: parameter fingerprint ([0-9a-f]+)", err)
+        assert m, err[-3000:]
+        prints.append(m.group(1))
+    assert prints[0] == prints[1]
+    result = json.loads((tmp_path / "w" / "eval.json").read_text())
+    assert result["params_fingerprint"] == prints[0] and result["step"] == 4
+    assert result["metrics"]["count"] == 8  # both processes' halves of the test split
+    assert len(cli.losses(errs[0])) == 4 and not cli.losses(errs[1])  # process 0 writes metrics
