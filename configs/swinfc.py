@@ -7,8 +7,8 @@ CUB lr 2e-3 backbone / 5e-3 new modules, NABirds and WebFG 3e-2 both; 100 epochs
 decay 5e-4 (choices: the paper gives neither).
 
 Reproduce CUB (8 GPUs or one; the batch is global):
-  python -m fgvc_jax.convert swin_base_patch4_window12_384 \\
-      swin_base_patch4_window12_384_22kto1k.pth --out weights/swin_b384
+  python -m fgvc_jax.convert --arch swin_base_patch4_window12_384 \\
+      --src swin_base_patch4_window12_384_22kto1k.pth --out weights/swin_b384
   python -m fgvc_jax.main --config configs/swinfc.py:cub --workdir runs/swinfc_cub \\
       --config.init.pretrained=weights/swin_b384 --config.train.dtype=bfloat16
 Quick start (CPU, minutes): python -m fgvc_jax.main --config configs/swinfc.py:synthetic \\

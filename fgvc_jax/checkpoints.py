@@ -9,15 +9,15 @@ bitwise equal to an uninterrupted one.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
+
 from absl import logging
 from etils import epath
-from flax import traverse_util
+
+from fgvc_jax.methods.pretrained import merge_backbone
 
 
 class Checkpoints:
@@ -83,7 +83,7 @@ class Checkpoints:
         self.best.close()
 
 
-def _read_pretrained(path: str, arch: str | None) -> dict:
+def _read_pretrained(path: str, arch: str | None, backbone_kwargs: dict) -> dict:
     """Variables {'params':..., 'batch_stats':...} of a backbone from a PyTorch file
     (.pth/.pt/.safetensors, converted on the fly) or a converted orbax directory."""
     if os.path.isdir(path):
@@ -94,50 +94,14 @@ def _read_pretrained(path: str, arch: str | None) -> dict:
     if arch is None:
         raise ValueError("config.init.pretrained is set but the method names no backbone_arch.")
     from fgvc_jax.convert import load_pretrained  # the one place the converter is called
-    return load_pretrained(arch, path, num_classes=0)
+    return load_pretrained(arch, path, num_classes=0, **backbone_kwargs)
 
 
-def merge_pretrained(variables: dict, pretrained: dict, *, prefix: str = "backbone",
-                     dont_load: str = "") -> tuple[dict, list[str]]:
-    """Copy `pretrained` (a backbone's variables) into `variables[col][prefix]`.
-
-    Every source array must land on a target of the same shape, unless its target path
-    ('backbone/...', as in the param-group regexes) matches `dont_load`. Returns the new
-    variables and the list of loaded paths."""
-    skip = re.compile(dont_load) if dont_load else None
-    out = {col: traverse_util.flatten_dict(tree) for col, tree in variables.items()}
-    loaded, errors = [], []
-    for col, tree in pretrained.items():
-        if col not in out:
-            if jax.tree.leaves(tree):
-                errors.append(f"collection {col!r} is not in the model")
-            continue
-        for key, value in traverse_util.flatten_dict(tree).items():
-            target = ((prefix,) if prefix else ()) + tuple(key)
-            name = "/".join(target)
-            if skip is not None and skip.search(name):
-                continue
-            if target not in out[col]:
-                errors.append(f"{col}/{name}: not in the model")
-            elif tuple(np.shape(value)) != tuple(out[col][target].shape):
-                errors.append(f"{col}/{name}: checkpoint shape {tuple(np.shape(value))}, "
-                              f"model shape {tuple(out[col][target].shape)}")
-            else:
-                out[col][target] = np.asarray(value, dtype=out[col][target].dtype)
-                loaded.append(f"{col}/{name}")
-    if errors:
-        raise ValueError("Pretrained weights do not fit the model (use config.init.dont_load "
-                         "to skip parameters on purpose):\n  " + "\n  ".join(errors[:20])
-                         + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""))
-    return {col: traverse_util.unflatten_dict(flat) for col, flat in out.items()}, loaded
-
-
-def load_pretrained(variables: dict, path: str, *, arch: str | None,
-                    dont_load: str = "") -> dict:
-    """`variables` with the backbone replaced by the pretrained weights at `path`."""
-    pretrained = _read_pretrained(path, arch)
-    host = jax.device_get(variables)
-    merged, loaded = merge_pretrained(host, pretrained, dont_load=dont_load)
-    total = sum(len(traverse_util.flatten_dict(t)) for t in host.values())
-    logging.info("Loaded %d of %d arrays from %s (%s)", len(loaded), total, path, arch)
+def load_pretrained(variables: dict, path: str, *, arch: str | None, dont_load: str = "",
+                    backbone_kwargs: dict | None = None) -> dict:
+    """`variables` with the backbone replaced by the pretrained weights at `path` (strict:
+    every backbone variable not matched by `dont_load` is filled)."""
+    pretrained = _read_pretrained(path, arch, backbone_kwargs or {})
+    merged = merge_backbone(jax.device_get(variables), pretrained, dont_load=dont_load)
+    logging.info("Loaded the %s backbone from %s", arch, path)
     return merged

@@ -271,7 +271,8 @@ class _Run:
         if init.get("pretrained"):
             variables = ckpt_lib.load_pretrained(variables, init.pretrained,
                                                  arch=self.method.backbone_arch,
-                                                 dont_load=init.get("dont_load", ""))
+                                                 dont_load=init.get("dont_load", ""),
+                                                 backbone_kwargs=self.method.backbone_kwargs)
         return variables
 
     def optimizer(self, params) -> optax.GradientTransformation:

@@ -1,10 +1,11 @@
-"""fgvc_jax.checkpoints: pretrained merge with a dont-load regex, strict shape checks, and
+"""fgvc_jax.checkpoints: pretrained backbone merge with a dont-load regex, strict shape checks, and
 the periodic/best managers."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from fgvc_jax import checkpoints
+from fgvc_jax.methods import merge_backbone
 
 
 def _variables():
@@ -21,30 +22,29 @@ def _pretrained(head_shape=(4, 1000)):
 
 
 def test_merge_fills_the_backbone_and_keeps_new_layers():
-    merged, loaded = checkpoints.merge_pretrained(_variables(), _pretrained())
+    merged = merge_backbone(_variables(), _pretrained())
     assert np.all(merged["params"]["backbone"]["conv"]["kernel"] == 2.0)
     assert np.all(merged["params"]["backbone"]["head"]["kernel"] == 3.0)
     assert np.all(merged["batch_stats"]["backbone"]["bn"]["mean"] == 4.0)
     assert np.all(merged["params"]["new"]["kernel"] == 0.0)
-    assert len(loaded) == 3
 
 
 def test_dont_load_skips_the_head_and_shape_mismatch_is_named():
-    with pytest.raises(ValueError, match=r"params/backbone/head/kernel: checkpoint shape "
-                                         r"\(4, 10\), model shape \(4, 1000\)"):
-        checkpoints.merge_pretrained(_variables(), _pretrained((4, 10)))
-    merged, loaded = checkpoints.merge_pretrained(_variables(), _pretrained((4, 10)),
-                                                  dont_load=r"^backbone/head/")
+    with pytest.raises(ValueError, match=r"params/backbone/head/kernel: converted shape "
+                                         r"\(4, 10\), method shape \(4, 1000\)"):
+        merge_backbone(_variables(), _pretrained((4, 10)))
+    merged = merge_backbone(_variables(), _pretrained((4, 10)), dont_load=r"^backbone/head/")
     assert np.all(merged["params"]["backbone"]["head"]["kernel"] == 0.0)
     assert np.all(merged["params"]["backbone"]["conv"]["kernel"] == 2.0)
-    assert "params/backbone/head/kernel" not in loaded
 
 
-def test_unknown_source_array_is_an_error():
+def test_unknown_source_array_and_unfilled_target_are_errors():
     src = _pretrained()
     src["params"]["extra"] = {"w": np.zeros(3, np.float32)}
-    with pytest.raises(ValueError, match="params/backbone/extra/w: not in the model"):
-        checkpoints.merge_pretrained(_variables(), src)
+    del src["params"]["conv"]
+    with pytest.raises(ValueError, match=r"(?s)params/backbone/conv/kernel: missing.*"
+                                         r"params/backbone/extra/w: not in the method's backbone"):
+        merge_backbone(_variables(), src)
 
 
 def test_missing_pretrained_file_is_a_clear_error(tmp_path):
