@@ -28,5 +28,6 @@ bench: dev
 clean:
 	rm -rf $(VENV) build *.egg-info
 
+# The main job: CPU-sized SwinFC on the embedded synthetic_fgvc dataset (minutes on 2 cores).
 quickstart: venv
-	$(BIN)/python -m fgvc_jax.demo
+	$(BIN)/python -m fgvc_jax.main --config configs/swinfc.py:synthetic --workdir runs/quickstart

@@ -382,7 +382,7 @@ def _write_json(path: str, obj: dict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train `config` in `workdir` (resuming from its latest checkpoint), evaluate every
-    `eval_every` steps and at the end; write `<workdir>/eval.json`. Returns the final state."""
+    `eval_every` steps and at the end; write `<workdir>/config.json` and `<workdir>/eval.json`. Returns the final state."""
     parallel.initialize_distributed()
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     run = _Run(config, workdir)
@@ -413,6 +413,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     _log_overview(run, state.params)
     if start_step == 0 and jax.process_index() == 0:
         writer.write_hparams(_hparams(config))
+    if jax.process_index() == 0:  # lets the tools rebuild the run from --workdir alone
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json(indent=2))
 
     step_fn = make_train_step(run.method, tx, config, run.mesh)
     eval_fn = make_eval_step(run.method, config, run.mesh)

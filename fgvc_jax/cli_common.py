@@ -1,0 +1,53 @@
+"""What the tool CLIs (evaluate, predict, explain) share: the --workdir/--config/--checkpoint
+flags, loading the trained model, and one-line errors for user mistakes."""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_common_flags() -> None:
+    from ml_collections import config_flags
+
+    flags.DEFINE_string("workdir", None, "The training run's folder (checkpoints).")
+    config_flags.DEFINE_config_file(
+        "config", None, "configs/<method>.py:<dataset> the run was trained with (with the same "
+        "--config.* overrides); optional when the workdir has config.json.")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
+                      "Which checkpoint of the workdir (best falls back to latest).")
+    flags.DEFINE_string("platform", "", "cpu | gpu | tpu (default: JAX's choice).")
+
+
+def check_config_args(argv: list[str]) -> None:
+    """A missing --config file is one clear error (before absl parses and imports it)."""
+    for i, a in enumerate(argv):
+        spec = a.split("=", 1)[1] if a.startswith("--config=") else (
+            argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
+        if spec is not None and not os.path.isfile(spec.partition(":")[0]):
+            fail(ValueError(f"--config {spec}: no file {spec.partition(':')[0]!r} "
+                            "(expected configs/<method>.py:<dataset>)."))
+
+
+def load_trained():
+    import jax
+
+    from fgvc_jax import trained
+
+    if FLAGS.platform:
+        jax.config.update("jax_platforms", FLAGS.platform)
+    return trained.load(FLAGS.workdir, FLAGS.config, FLAGS.checkpoint)
+
+
+def fail(error: BaseException) -> None:
+    """Print a user mistake as `error: ...` and exit 2; re-raise anything else."""
+    from fgvc_jax.data.errors import DataError
+    from fgvc_jax.trained import ToolError
+
+    if isinstance(error, (ToolError, DataError, ValueError, FileNotFoundError)):
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    raise error

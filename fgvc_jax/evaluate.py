@@ -1,0 +1,240 @@
+"""Evaluate a trained workdir: `python -m fgvc_jax.evaluate --workdir DIR [--config C]`.
+
+Reports top-1/top-5 of every head and of the method's combined prediction, single view and
+(separately, never mixed in) horizontal-flip test-time augmentation; per-class accuracy; the
+most confused class pairs; a confusion-matrix PNG and a JSON report in the workdir.
+
+Flip TTA averages the two views' softmaxes per head, and the two views' combined prediction
+(`Method.predict`) for 'combined'. Single-view numbers are computed exactly as the trainer's
+evaluation (`train.eval_step`: top-k of each head's logits and of the combined prediction).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from fgvc_jax.trained import ToolError, Trained
+
+REPORT_FILE = "eval_report.json"
+CONFUSION_FILE = "confusion.png"
+
+
+def make_topk_fn(trained: Trained, mesh, flip: bool, k: int = 5):
+    """Jitted (variables, uint8 images) → {'single/<name>': top-k indices (B, k), and with
+    `flip` 'flip/<name>'} for every head and 'combined'."""
+    import jax
+    import jax.numpy as jnp
+
+    from fgvc_jax import parallel
+
+    method = trained.method
+
+    def scores(variables, images):
+        out = method.network.apply(variables, trained.normalize(images), train=False)
+        s = {n: v.astype(jnp.float32) for n, v in out.logits.items()}
+        s["combined"] = method.predict(out).astype(jnp.float32)
+        return s
+
+    def probs(s):
+        return {n: v if n == "combined" else jax.nn.softmax(v, -1) for n, v in s.items()}
+
+    def fn(variables, images):
+        single = scores(variables, images)
+        kk = min(k, single["combined"].shape[-1])
+        out = {f"single/{n}": jax.lax.top_k(v, kk)[1] for n, v in single.items()}
+        if flip:
+            p1, p2 = probs(single), probs(scores(variables, images[:, :, ::-1, :]))
+            out.update({f"flip/{n}": jax.lax.top_k((p1[n] + p2[n]) / 2, kk)[1] for n in p1})
+        return out
+
+    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+    return jax.jit(fn, in_shardings=(rep, dat), out_shardings=rep)
+
+
+def collect(trained: Trained, batches, flip: bool = True) -> dict[str, np.ndarray]:
+    """Labels and top-5 predictions of every view and head over the valid examples of
+    `batches` (padded batches with a 'mask', as `data.eval_iterator` yields)."""
+    import jax
+
+    from fgvc_jax import parallel
+
+    mesh = parallel.make_mesh()
+    fn = make_topk_fn(trained, mesh, flip)
+    variables = jax.device_put(trained.variables, parallel.replicated(mesh))
+    parts: dict[str, list] = {"label": []}
+    for batch in batches:
+        images = parallel.host_to_global({"image": batch["image"]}, mesh)["image"]
+        tops = jax.device_get(fn(variables, images))
+        mask = np.asarray(batch["mask"], bool)
+        parts["label"].append(np.asarray(batch["label"])[mask])
+        for name, top in tops.items():
+            parts.setdefault(name, []).append(np.asarray(top)[mask])
+    if not parts["label"] or not sum(len(x) for x in parts["label"]):
+        raise ToolError("the evaluation split is empty.")
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def topk_metrics(tops: dict[str, np.ndarray], view: str) -> dict[str, float]:
+    """{'top1/<name>': %, 'top5/<name>': %} of one view ('single' or 'flip')."""
+    labels, out = tops["label"], {}
+    for key, top in sorted(tops.items()):
+        if not key.startswith(view + "/"):
+            continue
+        name = key.split("/", 1)[1]
+        hit = top == labels[:, None]
+        out[f"top1/{name}"] = 100.0 * float(hit[:, 0].mean())
+        out[f"top5/{name}"] = 100.0 * float(hit.any(-1).mean())
+    return out
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[true, predicted]."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    return cm
+
+
+def per_class(cm: np.ndarray, names: list[str]) -> list[dict]:
+    counts = cm.sum(1)
+    return [{"class": names[i], "count": int(counts[i]),
+             "top1": (100.0 * float(cm[i, i]) / counts[i]) if counts[i] else None}
+            for i in range(len(names))]
+
+
+def most_confused(cm: np.ndarray, names: list[str], n: int = 10) -> list[dict]:
+    """The `n` largest off-diagonal entries: true class mistaken for predicted class."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:n]
+    out = []
+    for t, p in zip(*np.unravel_index(flat, off.shape)):
+        if off[t, p] == 0:
+            break
+        out.append({"true": names[t], "predicted": names[p], "count": int(off[t, p]),
+                    "fraction_of_true": float(off[t, p]) / max(int(cm[t].sum()), 1)})
+    return out
+
+
+def plot_confusion(cm: np.ndarray, names: list[str], path: str, title: str) -> None:
+    """Row-normalised confusion matrix as a PNG (class names on the axes up to 40 classes)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(names)
+    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = min(4 + 0.25 * k, 24)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(rows, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= 40:
+        ax.set_xticks(range(k), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(trained: Trained, *, split: str | None = None, batch_size: int | None = None,
+             flip: bool = True, out_dir: str | None = None, top_confused: int = 10) -> dict:
+    """Evaluate `trained` on `split` (default: the config's test split); write the JSON report
+    and the confusion PNG into `out_dir` (default: the workdir). Returns the report."""
+    from fgvc_jax import data
+
+    config = trained.config
+    split = split or config.data.test_split
+    bs = batch_size or config.train.get("eval_batch_size", 0) or config.train.batch_size
+    tops = collect(trained, data.eval_iterator(config.data, split=split, global_batch_size=bs),
+                   flip)
+    names = trained.class_names
+    cm = confusion_matrix(tops["label"], tops["single/combined"][:, 0], len(names))
+    out_dir = out_dir or trained.workdir
+    os.makedirs(out_dir, exist_ok=True)
+    png = os.path.join(out_dir, CONFUSION_FILE)
+    single = topk_metrics(tops, "single")
+    plot_confusion(cm, names, png, f"{config.method.name}, step {trained.step}, {split}: "
+                   f"top-1 {single['top1/combined']:.2f}% (single view)")
+    report = {
+        "workdir": os.path.abspath(trained.workdir), "step": trained.step,
+        "method": config.method.name, "dataset": config.data.name, "split": split,
+        "count": int(len(tops["label"])),
+        "single_view": single,
+        "flip_tta": topk_metrics(tops, "flip") if flip else None,
+        "per_class": per_class(cm, names),
+        "most_confused": most_confused(cm, names, top_confused),
+        "confusion_matrix": cm.tolist(),
+        "confusion_png": os.path.abspath(png),
+        "note": "per-class accuracy, confusions and the PNG use the combined prediction of a "
+                "single view; flip_tta is reported separately and never mixed into "
+                "single_view.",
+    }
+    with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The console summary: a head x (top-1, top-5) table for both views, the worst classes
+    and the most confused pairs."""
+    single, flip = report["single_view"], report["flip_tta"]
+    heads = sorted({k.split("/", 1)[1] for k in single},
+                   key=lambda n: (n != "combined", n))
+    lines = [f"{report['method']} on {report['dataset']}/{report['split']} "
+             f"({report['count']} images), checkpoint step {report['step']}",
+             f"{'head':<16}{'top-1':>8}{'top-5':>8}" + (f"{'flip top-1':>12}{'flip top-5':>12}"
+                                                        if flip else "")]
+    for h in heads:
+        row = f"{h:<16}{single['top1/' + h]:>8.2f}{single['top5/' + h]:>8.2f}"
+        if flip:
+            row += f"{flip['top1/' + h]:>12.2f}{flip['top5/' + h]:>12.2f}"
+        lines.append(row)
+    worst = sorted((c for c in report["per_class"] if c["count"]), key=lambda c: c["top1"])[:5]
+    lines.append("lowest per-class top-1: " + ", ".join(
+        f"{c['class']} {c['top1']:.1f}%" for c in worst))
+    if report["most_confused"]:
+        lines.append("most confused (true → predicted: count):")
+        lines += [f"  {c['true']} → {c['predicted']}: {c['count']}"
+                  for c in report["most_confused"]]
+    return "\n".join(lines)
+
+
+def main(argv) -> None:
+    from fgvc_jax import cli_common
+
+    del argv
+    flags = cli_common.FLAGS
+    try:
+        trained = cli_common.load_trained()
+        report = evaluate(trained, split=flags.split or None,
+                          batch_size=flags.batch_size or None, flip=flags.flip,
+                          out_dir=flags.out or None)
+    except Exception as e:  # user mistakes → one line
+        cli_common.fail(e)
+    print(format_report(report))
+    out = flags.out or trained.workdir
+    print(f"report: {os.path.join(out, REPORT_FILE)}\nconfusion matrix: "
+          f"{os.path.join(out, CONFUSION_FILE)}")
+
+
+def run() -> None:
+    from absl import app, flags
+
+    from fgvc_jax import cli_common
+
+    cli_common.define_common_flags()
+    flags.DEFINE_string("split", "", "Split to evaluate (default: config.data.test_split).")
+    flags.DEFINE_integer("batch_size", 0, "Evaluation batch (default: the config's).")
+    flags.DEFINE_boolean("flip", True, "Also report flip test-time augmentation (separately).")
+    flags.DEFINE_string("out", "", "Folder for the report and PNG (default: the workdir).")
+    cli_common.check_config_args(sys.argv[1:])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,122 @@
+"""A trained model of a workdir, for the tools (evaluate, predict, explain): its config, method,
+dataset description and restored variables.
+
+The config comes from the caller (`--config`, the one the run was trained with) or, when the
+trainer wrote it, from `<workdir>/config.json`. The checkpoint is the workdir's best one (or
+the latest, `checkpoint='latest'`), restored with the same train-state layout the trainer
+saves.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+CONFIG_FILE = "config.json"
+
+
+class ToolError(Exception):
+    """A user mistake (missing workdir, checkpoint, config or image): one clear message."""
+
+
+@dataclasses.dataclass
+class Trained:
+    config: ml_collections.ConfigDict
+    method: Any               # fgvc_jax.methods.Method
+    variables: dict           # {'params': ..., ['batch_stats': ...]}
+    class_names: list[str]
+    step: int
+    workdir: str
+    dtype: Any
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.data.eval_crop)
+
+    def normalize(self, images) -> jax.Array:
+        """uint8 NHWC → the network's input (normalised, compute dtype)."""
+        from fgvc_jax import train
+        return train.normalize(images, self.method.mean, self.method.std, self.dtype)
+
+
+def read_config(workdir: str, config: ml_collections.ConfigDict | None = None
+                ) -> ml_collections.ConfigDict:
+    """`config` if given, else `<workdir>/config.json`, else a ToolError saying what to pass."""
+    if config is not None:
+        return config
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ToolError(f"no {CONFIG_FILE} in workdir {os.path.abspath(workdir)}: pass the "
+                        "config the run was trained with, e.g. --config "
+                        "configs/<method>.py:<dataset> (with the same --config.* overrides).")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def check_workdir(workdir: str | None) -> str:
+    if not workdir:
+        raise ToolError("--workdir is required (the training run's folder).")
+    if not os.path.isdir(workdir):
+        raise ToolError(f"workdir {os.path.abspath(workdir)} does not exist.")
+    if not any(os.path.isdir(os.path.join(workdir, d)) for d in ("best", "checkpoints")):
+        raise ToolError(f"no checkpoint in {os.path.abspath(workdir)} (expected best/ or "
+                        "checkpoints/): train first with python -m fgvc_jax.main --mode train.")
+    return workdir
+
+
+def class_names_of(config: ml_collections.ConfigDict) -> list[str]:
+    """The class names of the config's dataset (prepares it if needed)."""
+    from fgvc_jax import data
+    return list(data.prepare(config.data).class_names)
+
+
+def load(workdir: str, config: ml_collections.ConfigDict | None = None,
+         checkpoint: str = "best") -> Trained:
+    """Restore the `checkpoint` ('best', falling back to 'latest'; or 'latest') of `workdir`."""
+    from fgvc_jax import checkpoints as ckpt_lib
+    from fgvc_jax import optim, parallel, train
+
+    workdir = check_workdir(workdir)
+    config = read_config(workdir, config)
+    names = class_names_of(config)
+    method = train.create_method(config, len(names))
+    dtype = train.compute_dtype(config)
+    shape = (int(config.data.eval_crop),) * 2 + (3,)
+    init = lambda: train.init_variables(method, shape, config.seed, dtype)
+    params_shape = jax.eval_shape(init)["params"]
+    tx = optim.create_optimizer(config.optim, params_shape, method.param_groups(),
+                                total_steps=1000, steps_per_epoch=100)
+
+    def fresh_state():
+        v = init()
+        return train.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+                                batch_stats=v.get("batch_stats", {}),
+                                opt_state=tx.init(v["params"]))
+
+    mesh = parallel.make_mesh()
+    ckpts = ckpt_lib.Checkpoints(workdir, keep=config.train.keep,
+                                 best_metric=config.train.best_metric)
+    try:
+        abstract = train.abstract_state(fresh_state, mesh)
+        restored = ckpts.restore(abstract, checkpoint)
+        if restored is None and checkpoint == "best":
+            restored = ckpts.restore(abstract, "latest")
+    finally:
+        ckpts.close()
+    if restored is None:
+        raise ToolError(f"no checkpoint in {os.path.abspath(workdir)} (best/ and checkpoints/ "
+                        "are empty): train first with python -m fgvc_jax.main --mode train.")
+    state, step = restored
+    return Trained(config=config, method=method, variables=state.variables(), class_names=names,
+                   step=int(step), workdir=workdir, dtype=dtype)
+
+
+def host_variables(trained: Trained) -> dict:
+    """The variables as host numpy arrays (for jit on any single device)."""
+    return jax.tree.map(np.asarray, jax.device_get(trained.variables))

@@ -1,0 +1,113 @@
+"""explain's method-specific maps and per-stage Grad-CAM on every method's CPU-sized network
+(freshly initialised: these check what is extracted, not what was learnt)."""
+from __future__ import annotations
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fgvc_jax import explain, gradcam, train, trained
+
+SIZE = 64
+
+
+def _model(name: str, **fields) -> trained.Trained:
+    config = importlib.import_module(f"configs.{name}").get_config("synthetic")
+    for k, v in fields.items():
+        config.method[k] = v
+    method = train.create_method(config, 4)
+    variables = train.init_variables(method, (SIZE, SIZE, 3), 0, jnp.float32)
+    variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    return trained.Trained(config=config, method=method, variables=variables,
+                           class_names=[f"c{i}" for i in range(4)], step=0, workdir="",
+                           dtype=jnp.float32)
+
+
+def _images(n=2):
+    return np.random.default_rng(0).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def _check_maps(result, titles):
+    assert set(titles) <= set(result["maps"]), sorted(result["maps"])
+    for t, m in result["maps"].items():
+        assert m.shape == (2, SIZE, SIZE) and np.all(np.isfinite(m)), t
+        assert m.min() >= 0 and m.max() <= 1 + 1e-6, t
+
+
+def test_gradcam_is_the_gradient_weighted_activation():
+    """Grad-CAM of the last stage of a baseline (GAP → Dense): the gradient of the summed
+    target logit w.r.t. A is W[:, t] / (H·W) at every position, so CAM = ReLU(A · W[:, t]) /
+    (H·W), computed here independently of the interceptor."""
+    model = _model("baseline_resnet")
+    x = model.normalize(_images())
+    targets = jnp.array([1, 3])
+    cams, _, _, _ = gradcam.grad_cam(model.method, model.variables, x, targets)
+    v = model.variables
+
+    def last_stage(module, x):
+        h = module.backbone.stem(x, False)
+        for i in range(1, 5):
+            h = module.backbone.stage(i, h, False)
+        return h
+
+    a = model.method.network.apply(v, x, method=last_stage)
+    w = v["params"]["head"]["kernel"]  # (C, K)
+    hw = a.shape[1] * a.shape[2]
+    expected = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", a, w[:, targets].T)) / hw
+    np.testing.assert_allclose(cams["conv5_x"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_ma_ea_maps():
+    result = explain.explain_arrays(_model("ma_ea"), _images())
+    _check_maps(result, ["Grad-CAM conv5_x", "MA conv4", "EA erased conv4",
+                         "MA on erased conv4 (round 1)", "MA conv5", "EA erased conv5"])
+
+
+def test_ma_ea_hard_erasure_is_the_thresholded_map():
+    model = _model("ma_ea", erase="hard")
+    x = model.normalize(_images())
+    _, _, _, extras = gradcam.grad_cam(model.method, model.variables, x)
+    f, m = extras["ma/maea_conv5/ma"]
+    maps = explain.method_maps(model, model.variables, extras)
+    s = jnp.mean(m, -1)
+    removed = s >= 0.8 * jnp.max(s, axis=(1, 2), keepdims=True)
+    nonzero = jnp.linalg.norm(f, axis=-1) > 0
+    np.testing.assert_allclose(np.asarray(maps["EA erased conv5"])[np.asarray(nonzero)],
+                               np.asarray(removed, np.float32)[np.asarray(nonzero)], atol=1e-5)
+
+
+def test_cra_smra_maps_are_spatial_distributions():
+    model = _model("cra_smra")
+    result = explain.explain_arrays(model, _images())
+    _check_maps(result, ["Grad-CAM conv3_x"] + [f"CRAM X_e conv{s}_x" for s in (3, 4, 5)]
+                + [f"SMRAM P conv{s}_x" for s in (3, 4, 5)])
+    x = model.normalize(_images())
+    _, _, _, extras = gradcam.grad_cam(model.method, model.variables, x)
+    raw = explain.method_maps(model, model.variables, extras)
+    for s in (3, 4, 5):
+        np.testing.assert_allclose(np.asarray(raw[f"SMRAM P conv{s}_x"]).sum((1, 2)), 1.0,
+                                   rtol=1e-5)
+
+
+def test_swinfc_attention_and_fsm_patches():
+    model = _model("swinfc")
+    x = model.normalize(_images())
+    _, _, _, extras = gradcam.grad_cam(model.method, model.variables, x)
+    raw = explain.method_maps(model, model.variables, extras)
+    blocks_x_heads = sum(a.shape[1] for a in extras["attn/stage4"])
+    counts = np.asarray(raw["FSM patches"])
+    assert counts.sum((1, 2)).tolist() == [blocks_x_heads] * 2
+    np.testing.assert_allclose(np.asarray(raw["stage-4 attention"]).sum((1, 2)), 1.0, rtol=1e-5)
+    result = explain.explain_arrays(model, _images())
+    _check_maps(result, [f"Grad-CAM stage{i}" for i in (1, 2, 3, 4)]
+                + ["stage-4 attention", "FSM patches"])
+
+
+@pytest.mark.parametrize("name", ["attention_cnn"])
+def test_attention_cnn_taps_its_convolutions(name):
+    result = explain.explain_arrays(_model(name), _images())
+    _check_maps(result, ["Grad-CAM conv1", "Grad-CAM conv2", "Grad-CAM conv3",
+                         "Grad-CAM attention"])

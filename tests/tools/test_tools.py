@@ -1,0 +1,117 @@
+"""evaluate / predict / explain on a model trained once per session (conftest.trained_run)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgvc_jax import evaluate, explain, predict, trained
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def model(trained_run):
+    # 'latest' is the trainer's final state, the one its final evaluation saw.
+    return trained.load(trained_run.workdir, trained_run.config, "latest")
+
+
+def _cli(tool: str, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, "-m", f"fgvc_jax.{tool}", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_matches_the_trainers_final_eval(model, trained_run, tmp_path):
+    report = evaluate.evaluate(model, flip=True, out_dir=str(tmp_path))
+    final = trained_run.final_eval["metrics"]
+    heads = [k for k in final if k != "count"]
+    assert heads and report["count"] == final["count"]
+    for k in heads:
+        assert report["single_view"][k] == pytest.approx(final[k], abs=1e-9), k
+    assert set(report["flip_tta"]) == set(report["single_view"])
+    # Per-class accuracy, confusions and the written files agree with the headline number.
+    cm = np.array(report["confusion_matrix"])
+    assert cm.sum() == report["count"]
+    assert 100.0 * np.trace(cm) / cm.sum() == pytest.approx(
+        report["single_view"]["top1/combined"])
+    assert sum(c["count"] for c in report["per_class"]) == report["count"]
+    for pair in report["most_confused"]:
+        t = model.class_names.index(pair["true"])
+        p = model.class_names.index(pair["predicted"])
+        assert t != p and cm[t, p] == pair["count"]
+    with open(tmp_path / evaluate.REPORT_FILE) as f:
+        assert json.load(f)["single_view"] == report["single_view"]
+    with Image.open(tmp_path / evaluate.CONFUSION_FILE) as im:
+        assert im.format == "PNG" and im.size[0] > 100
+
+
+def test_flip_tta_is_the_mean_of_both_views(model):
+    images = np.stack([np.asarray(Image.open(p).convert("RGB"))
+                       for p, _, _ in model_rows(model)[:8]])
+    single = predict.predict_arrays(model, images)
+    flipped = predict.predict_arrays(model, images[:, :, ::-1])
+    batch = {"image": images, "label": np.zeros(8, np.int32), "mask": np.ones(8, bool)}
+    tops = evaluate.collect(model, [batch], flip=True)
+    np.testing.assert_array_equal(tops["flip/combined"][:, 0],
+                                  np.argmax((single + flipped) / 2, -1))
+    np.testing.assert_array_equal(tops["single/combined"][:, 0], np.argmax(single, -1))
+
+
+def model_rows(model):
+    with open(os.path.join(model.config.data.folder_root, "index.json")) as f:
+        return json.load(f)["train"]
+
+
+def test_predict_gives_the_training_labels(model, trained_run):
+    rows = trained_run.index["train"]
+    results = predict.predict_files(model, [p for p, _, _ in rows], top_k=3, batch_size=24)
+    assert [r["file"] for r in results] == [p for p, _, _ in rows]
+    predicted = [model.class_names.index(r["top"][0]["class"]) for r in results]
+    accuracy = np.mean(np.array(predicted) == np.array([label for _, label, _ in rows]))
+    assert accuracy >= 0.9, accuracy
+    for r in results:
+        probs = [t["prob"] for t in r["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-5
+
+
+def test_predict_names_unreadable_images(model, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(trained.ToolError, match="broken.jpg"):
+        predict.predict_files(model, [str(bad)])
+    with pytest.raises(trained.ToolError, match="missing.png"):
+        predict.predict_files(model, [str(tmp_path / "missing.png")])
+
+
+def test_cli_evaluate_predict_explain_from_workdir(trained_run, tmp_path):
+    rows = trained_run.index["train"]
+    r = _cli("predict", "--workdir", trained_run.workdir, "--top_k=2", rows[0][0], rows[1][0])
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [line for line in r.stdout.splitlines() if line.split(": ")[0] in
+             (rows[0][0], rows[1][0])]
+    assert len(lines) == 2 and lines[0].startswith(rows[0][0] + ": ")
+    assert lines[0].split(": ")[1].count(",") == 1  # --top_k=2
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG broken")
+    r = _cli("predict", "--workdir", trained_run.workdir, str(bad))
+    assert r.returncode == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = _cli("evaluate", "--workdir", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "empty").mkdir()
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    r = _cli("explain", "--workdir", str(tmp_path / "empty"), str(image))
+    assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("predict", "--workdir", str(tmp_path / "empty"), str(tmp_path / "y.png"))
+    assert r.returncode == 2 and "y.png" in r.stderr and "Traceback" not in r.stderr
