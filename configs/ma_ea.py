@@ -26,7 +26,7 @@ def get_config(arg=None):
                    lr={"backbone": 1e-3, "new": 1e-2}),
         train=dict(batch_size=16, num_epochs=100.0, eval_every_epochs=5.0),
         synthetic=dict(
-            optim=dict(lr={"backbone": 1e-2, "new": 1e-2}, warmup_steps=20),
+            optim=dict(lr={"backbone": 3e-3, "new": 3e-3}, warmup_steps=20),
             train=dict(batch_size=32, num_steps=300, eval_every_steps=0, eval_every_epochs=0.0,
                        log_every=25, checkpoint_every=100)),
         dont_load=r"^backbone/fc/")
