@@ -67,6 +67,7 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     import jax.numpy as jnp
 
     from fgvc_jax import optim, parallel, train
+    from fgvc_jax.data import preprocess
 
     config = method_config(name, batch, bf16)
     method = train.create_method(config, NUM_CLASSES)
@@ -89,7 +90,7 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     train_compile = time.perf_counter() - t0
 
     def infer(variables, images):
-        out = method.network.apply(variables, train.normalize(images, method.mean, method.std,
+        out = method.network.apply(variables, preprocess.normalize(images, method.mean, method.std,
                                                                dtype), train=False)
         return method.predict(out)
 

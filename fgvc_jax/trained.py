@@ -41,8 +41,8 @@ class Trained:
 
     def normalize(self, images) -> jax.Array:
         """uint8 NHWC → the network's input (normalised, compute dtype)."""
-        from fgvc_jax import train
-        return train.normalize(images, self.method.mean, self.method.std, self.dtype)
+        from fgvc_jax.data import preprocess
+        return preprocess.normalize(images, self.method.mean, self.method.std, self.dtype)
 
 
 def read_config(workdir: str, config: ml_collections.ConfigDict | None = None

@@ -95,6 +95,21 @@ def _conv1x1(features, name, dtype, param_dtype, use_bias=True):
                    name=name)
 
 
+def _position_attention(x, reduction, scaled, dtype, param_dtype):
+    """Σ_j softmax_j(q_iᵀk_j [/√d]) v_j over the H·W positions, with q, k = 1x1 conv C→C/r and
+    v = 1x1 conv C→C named query/key/value in the calling module (NonLocal, ScaledSelfAttention)."""
+    b, h, w, c = x.shape
+    ck = _hidden(c, reduction)
+    q = _conv1x1(ck, "query", dtype, param_dtype)(x).reshape(b, h * w, ck)
+    k = _conv1x1(ck, "key", dtype, param_dtype)(x).reshape(b, h * w, ck)
+    v = _conv1x1(c, "value", dtype, param_dtype)(x).reshape(b, h * w, c)
+    logits = jnp.einsum("bic,bjc->bij", q, k).astype(jnp.float32)
+    if scaled:
+        logits = logits / jnp.sqrt(float(ck))
+    a = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bij,bjc->bic", a.astype(dtype), v).reshape(b, h, w, c)
+
+
 class NonLocal(nn.Module):
     """Non-local self-attention (METHODS.md §1, SAGAN form): q, k = 1x1 conv C→C/8,
     v = 1x1 conv C→C (with bias); A = softmax_j(q_iᵀ k_j) over positions;
@@ -106,13 +121,7 @@ class NonLocal(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        b, h, w, c = x.shape
-        ck = _hidden(c, self.reduction)
-        q = _conv1x1(ck, "query", self.dtype, self.param_dtype)(x).reshape(b, h * w, ck)
-        k = _conv1x1(ck, "key", self.dtype, self.param_dtype)(x).reshape(b, h * w, ck)
-        v = _conv1x1(c, "value", self.dtype, self.param_dtype)(x).reshape(b, h * w, c)
-        a = jax.nn.softmax(jnp.einsum("bic,bjc->bij", q, k).astype(jnp.float32), axis=-1)
-        out = jnp.einsum("bij,bjc->bic", a.astype(self.dtype), v).reshape(b, h, w, c)
+        out = _position_attention(x, self.reduction, False, self.dtype, self.param_dtype)
         gamma = self.param("gamma", nn.initializers.zeros, (), self.param_dtype)
         return gamma.astype(self.dtype) * out + x
 
@@ -127,14 +136,7 @@ class ScaledSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        b, h, w, c = x.shape
-        ck = _hidden(c, self.reduction)
-        q = _conv1x1(ck, "query", self.dtype, self.param_dtype)(x).reshape(b, h * w, ck)
-        k = _conv1x1(ck, "key", self.dtype, self.param_dtype)(x).reshape(b, h * w, ck)
-        v = _conv1x1(c, "value", self.dtype, self.param_dtype)(x).reshape(b, h * w, c)
-        logits = jnp.einsum("bic,bjc->bij", q, k).astype(jnp.float32) / jnp.sqrt(float(ck))
-        a = jax.nn.softmax(logits, axis=-1)
-        return jnp.einsum("bij,bjc->bic", a.astype(self.dtype), v).reshape(b, h, w, c)
+        return _position_attention(x, self.reduction, True, self.dtype, self.param_dtype)
 
 
 def hard_swish(x):
