@@ -78,11 +78,9 @@ def memory(method_name: str, num_classes: int = 200) -> dict:
     mesh = parallel.make_mesh(jax.devices()[:1])
     s = config.method.image_size
     method, tx, shapes = _setup(config, num_classes, s, mesh)
-    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    state = jax.eval_shape(lambda v: train.TrainState(
-        step=jnp.zeros((), jnp.int32), params=v["params"], batch_stats=v.get("batch_stats", {}),
-        opt_state=tx.init(v["params"])), shapes)
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
+    dat = parallel.data_sharded(mesh)
+    state = train.abstract_state(lambda: train.initial_state(
+        method, tx, (s, s, 3), 0, train.compute_dtype(config)), mesh)  # shapes, no values
     b = config.train.batch_size
     batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=dat),
              "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=dat)}

@@ -74,6 +74,14 @@ class Checkpoints:
         state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
         return state, step
 
+    def restore_for_eval(self, abstract_state: Any, which: str = "best"
+                         ) -> tuple[Any, int] | None:
+        """As `restore`; 'best' falls back to 'latest' (a run not yet evaluated has no best)."""
+        restored = self.restore(abstract_state, which)
+        if restored is None and which == "best":
+            restored = self.restore(abstract_state, "latest")
+        return restored
+
     def wait(self) -> None:
         self.latest.wait_until_finished()
         self.best.wait_until_finished()

@@ -1,5 +1,6 @@
 """What the tool CLIs (evaluate, predict, explain) share: the --workdir/--config/--checkpoint
-flags, loading the trained model, and one-line errors for user mistakes."""
+flags and entry point, the image arguments, loading the trained model, and one-line errors
+for user mistakes."""
 from __future__ import annotations
 
 import os
@@ -30,6 +31,28 @@ def check_config_args(argv: list[str]) -> None:
         if spec is not None and not os.path.isfile(spec.partition(":")[0]):
             fail(ValueError(f"--config {spec}: no file {spec.partition(':')[0]!r} "
                             "(expected configs/<method>.py:<dataset>)."))
+
+
+def run(main, define_tool_flags) -> None:
+    """A tool's entry point: the common flags and the tool's own, --config checked, `main`
+    run under absl."""
+    from absl import app
+
+    define_common_flags()
+    define_tool_flags()
+    check_config_args(sys.argv[1:])
+    app.run(main)
+
+
+def image_paths(argv: list[str], tool: str) -> list[str]:
+    """The image files named by the positional arguments (folders expanded); usage if none."""
+    from fgvc_jax import predict
+    from fgvc_jax.trained import ToolError
+
+    if len(argv) < 2:
+        raise ToolError(f"no images given: python -m fgvc_jax.{tool} --workdir DIR "
+                        "IMAGE_OR_FOLDER...")
+    return predict.expand_paths(argv[1:])
 
 
 def load_trained():

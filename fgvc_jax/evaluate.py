@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -223,17 +222,18 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    from absl import app, flags
+    from absl import flags
 
     from fgvc_jax import cli_common
 
-    cli_common.define_common_flags()
-    flags.DEFINE_string("split", "", "Split to evaluate (default: config.data.test_split).")
-    flags.DEFINE_integer("batch_size", 0, "Evaluation batch (default: the config's).")
-    flags.DEFINE_boolean("flip", True, "Also report flip test-time augmentation (separately).")
-    flags.DEFINE_string("out", "", "Folder for the report and PNG (default: the workdir).")
-    cli_common.check_config_args(sys.argv[1:])
-    app.run(main)
+    def define_flags():
+        flags.DEFINE_string("split", "", "Split to evaluate (default: config.data.test_split).")
+        flags.DEFINE_integer("batch_size", 0, "Evaluation batch (default: the config's).")
+        flags.DEFINE_boolean("flip", True, "Also report flip test-time augmentation "
+                             "(separately).")
+        flags.DEFINE_string("out", "", "Folder for the report and PNG (default: the workdir).")
+
+    cli_common.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Every map is upsampled to the image and min-max normalised per image for display
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -174,15 +173,11 @@ def explain_files(trained: Trained, paths: list[str], out_dir: str, batch_size: 
 
 
 def main(argv) -> None:
-    from fgvc_jax import cli_common, predict
-    from fgvc_jax.trained import ToolError
+    from fgvc_jax import cli_common
 
     flags = cli_common.FLAGS
     try:
-        if len(argv) < 2:
-            raise ToolError("no images given: python -m fgvc_jax.explain --workdir DIR "
-                            "IMAGE_OR_FOLDER...")
-        paths = predict.expand_paths(argv[1:])
+        paths = cli_common.image_paths(argv, "explain")
         trained = cli_common.load_trained()
         out = flags.out or os.path.join(trained.workdir, "explain")
         written = explain_files(trained, paths, out, flags.batch_size, flags.skip_unreadable)
@@ -192,16 +187,16 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    from absl import app, flags
+    from absl import flags
 
     from fgvc_jax import cli_common
 
-    cli_common.define_common_flags()
-    flags.DEFINE_string("out", "", "Folder for the PNGs (default: <workdir>/explain).")
-    flags.DEFINE_integer("batch_size", 8, "Images per batch.")
-    flags.DEFINE_boolean("skip_unreadable", False, "Skip unreadable images with a warning.")
-    cli_common.check_config_args(sys.argv[1:])
-    app.run(main)
+    def define_flags():
+        flags.DEFINE_string("out", "", "Folder for the PNGs (default: <workdir>/explain).")
+        flags.DEFINE_integer("batch_size", 8, "Images per batch.")
+        flags.DEFINE_boolean("skip_unreadable", False, "Skip unreadable images with a warning.")
+
+    cli_common.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -111,10 +111,7 @@ def main(argv) -> None:
 
     flags = cli_common.FLAGS
     try:
-        if len(argv) < 2:
-            raise ToolError("no images given: python -m fgvc_jax.predict --workdir DIR "
-                            "IMAGE_OR_FOLDER...")
-        paths = expand_paths(argv[1:])  # fail on missing files before loading the model
+        paths = cli_common.image_paths(argv, "predict")  # fail before loading the model
         trained = cli_common.load_trained()
         results = predict_files(trained, paths, flags.top_k, flags.batch_size,
                                 flags.skip_unreadable)
@@ -132,17 +129,17 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    from absl import app, flags
+    from absl import flags
 
     from fgvc_jax import cli_common
 
-    cli_common.define_common_flags()
-    flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
-    flags.DEFINE_integer("batch_size", 32, "Images per device batch.")
-    flags.DEFINE_boolean("skip_unreadable", False, "Skip unreadable images with a warning.")
-    flags.DEFINE_string("json", "", "Also write the predictions to this JSON file.")
-    cli_common.check_config_args(sys.argv[1:])
-    app.run(main)
+    def define_flags():
+        flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
+        flags.DEFINE_integer("batch_size", 32, "Images per device batch.")
+        flags.DEFINE_boolean("skip_unreadable", False, "Skip unreadable images with a warning.")
+        flags.DEFINE_string("json", "", "Also write the predictions to this JSON file.")
+
+    cli_common.run(main, define_flags)
 
 
 if __name__ == "__main__":

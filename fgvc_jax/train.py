@@ -96,13 +96,22 @@ def init_variables(method, image_shape: tuple[int, ...], seed: int, dtype) -> di
 def create_train_state(method, tx: optax.GradientTransformation, variables: dict,
                        mesh) -> TrainState:
     """Train state at step 0, replicated over the mesh."""
-    def make(variables):
-        params = variables["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          batch_stats=variables.get("batch_stats", {}),
-                          opt_state=tx.init(params))
+    return jax.jit(functools.partial(state_from_variables, tx),
+                   out_shardings=parallel.replicated(mesh))(variables)
 
-    return jax.jit(make, out_shardings=parallel.replicated(mesh))(variables)
+
+def state_from_variables(tx: optax.GradientTransformation, variables: dict) -> TrainState:
+    """Train state at step 0 around `variables` ({'params', ['batch_stats']})."""
+    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=tx.init(variables["params"]))
+
+
+def initial_state(method, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
+                  seed: int, dtype) -> TrainState:
+    """Train state at step 0 from fresh variables (not placed): the layout checkpoints are
+    restored into, through `abstract_state`."""
+    return state_from_variables(tx, init_variables(method, image_shape, seed, dtype))
 
 
 def abstract_state(state_fn: Callable[[], TrainState], mesh) -> TrainState:
@@ -390,17 +399,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     image_shape = tuple(np.shape(first["image"])[1:])
     train_iter = itertools.chain([first], train_iter)
 
-    def fresh_state():
-        variables = init_variables(run.method, image_shape, config.seed, run.dtype)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                          batch_stats=variables.get("batch_stats", {}),
-                          opt_state=tx.init(variables["params"]))
-
     shapes = jax.eval_shape(lambda: init_variables(run.method, image_shape, config.seed,
                                                    run.dtype)["params"])
     tx = run.optimizer(shapes)
     if start_step > 0:
-        state, _ = ckpts.restore(abstract_state(fresh_state, run.mesh), "latest")
+        fresh = functools.partial(initial_state, run.method, tx, image_shape, config.seed,
+                                  run.dtype)
+        state, _ = ckpts.restore(abstract_state(fresh, run.mesh), "latest")
         logging.info("Resumed from %s at step %d", ckpts.latest.directory, start_step)
     else:
         state = create_train_state(run.method, tx, run.initial_variables(image_shape), run.mesh)
@@ -525,16 +530,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     shapes = jax.eval_shape(lambda: init_variables(run.method, image_shape, config.seed,
                                                    run.dtype)["params"])
     tx = run.optimizer(shapes)
-
-    def fresh_state():
-        variables = init_variables(run.method, image_shape, config.seed, run.dtype)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                          batch_stats=variables.get("batch_stats", {}),
-                          opt_state=tx.init(variables["params"]))
-
-    restored = ckpts.restore(abstract_state(fresh_state, run.mesh), which)
-    if restored is None and which == "best":
-        restored = ckpts.restore(abstract_state(fresh_state, run.mesh), "latest")
+    fresh = functools.partial(initial_state, run.method, tx, image_shape, config.seed, run.dtype)
+    restored = ckpts.restore_for_eval(abstract_state(fresh, run.mesh), which)
     if restored is None:
         raise FileNotFoundError(f"No checkpoint in {os.path.abspath(workdir)} "
                                 "(checkpoints/ or best/): train first with --mode train.")

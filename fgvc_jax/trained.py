@@ -9,12 +9,12 @@ saves.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -88,25 +88,16 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None,
     method = train.create_method(config, len(names))
     dtype = train.compute_dtype(config)
     shape = (int(config.data.eval_crop),) * 2 + (3,)
-    init = lambda: train.init_variables(method, shape, config.seed, dtype)
-    params_shape = jax.eval_shape(init)["params"]
+    params_shape = jax.eval_shape(
+        lambda: train.init_variables(method, shape, config.seed, dtype))["params"]
     tx = optim.create_optimizer(config.optim, params_shape, method.param_groups(),
                                 total_steps=1000, steps_per_epoch=100)
-
-    def fresh_state():
-        v = init()
-        return train.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
-                                batch_stats=v.get("batch_stats", {}),
-                                opt_state=tx.init(v["params"]))
-
+    fresh = functools.partial(train.initial_state, method, tx, shape, config.seed, dtype)
     mesh = parallel.make_mesh()
     ckpts = ckpt_lib.Checkpoints(workdir, keep=config.train.keep,
                                  best_metric=config.train.best_metric)
     try:
-        abstract = train.abstract_state(fresh_state, mesh)
-        restored = ckpts.restore(abstract, checkpoint)
-        if restored is None and checkpoint == "best":
-            restored = ckpts.restore(abstract, "latest")
+        restored = ckpts.restore_for_eval(train.abstract_state(fresh, mesh), checkpoint)
     finally:
         ckpts.close()
     if restored is None:

@@ -25,7 +25,7 @@ def _records(config, split):
   return [source[i] for i in range(len(source))]
 
 
-def _check(config, names, expected, prefix=""):
+def _assert_prepared(config, names, expected, prefix=""):
   """Counts, class names, labels and split membership of the prepared dataset."""
   info = data.prepare(config)
   assert info.class_names == names
@@ -46,23 +46,23 @@ def manual(tmp_path):
 def test_cub_from_archive(tmp_path, manual):
   names, expected = fakes.cub(tmp_path / "work")
   fakes.tar(tmp_path / "work" / "CUB_200_2011", manual / "CUB_200_2011.tgz")
-  _check(_config("cub", tmp_path), names, expected)
+  _assert_prepared(_config("cub", tmp_path), names, expected)
 
 
 def test_cub_from_extracted_folder(tmp_path, manual):
   names, expected = fakes.cub(manual, classes=2, per_class=3)
-  _check(_config("cub", tmp_path), names, expected)
+  _assert_prepared(_config("cub", tmp_path), names, expected)
 
 
 def test_stanford_dogs(tmp_path, manual):
   names, expected = fakes.stanford_dogs(manual)
-  _check(_config("stanford_dogs", tmp_path), names, expected)
+  _assert_prepared(_config("stanford_dogs", tmp_path), names, expected)
 
 
 @pytest.mark.parametrize("archives", [True, False])
 def test_stanford_cars(tmp_path, manual, archives):
   names, expected = fakes.stanford_cars(manual, archives=archives)
-  _check(_config("stanford_cars", tmp_path), names, expected)
+  _assert_prepared(_config("stanford_cars", tmp_path), names, expected)
 
 
 @pytest.mark.parametrize("level", ["variant", "family", "manufacturer"])
@@ -72,7 +72,7 @@ def test_fgvc_aircraft_levels_and_banner(tmp_path, manual, level):
                              for row in fakes.AIRCRAFT))
   config = _config("fgvc_aircraft", tmp_path, label_level=level)
   config.train_split = "trainval"
-  info = _check(config, names, expected)
+  info = _assert_prepared(config, names, expected)
   assert set(info.num_examples) == {"train", "val", "trainval", "test"}
   image = Image.open(io.BytesIO(_records(config, "test")[0]["image"]))
   assert image.size == (40, 50 - 20)  # the 20-pixel banner is cut off
@@ -80,7 +80,7 @@ def test_fgvc_aircraft_levels_and_banner(tmp_path, manual, level):
 
 def test_nabirds_leaf_classes_remapped(tmp_path, manual):
   names, expected = fakes.nabirds(manual)
-  info = _check(_config("nabirds", tmp_path), names, expected)
+  info = _assert_prepared(_config("nabirds", tmp_path), names, expected)
   assert info.class_names == ["Species 295 (Adult)", "Species 817 (Adult)",
                               "Species 1010 (Adult)"]
 
@@ -89,14 +89,14 @@ def test_nabirds_leaf_classes_remapped(tmp_path, manual):
 def test_webfg(tmp_path, manual, kind):
   names, found = fakes.class_folders(tmp_path / "work" / f"web-{kind}", splits=("train", "val"))
   fakes.tar(tmp_path / "work" / f"web-{kind}", manual / f"web-{kind}.tar.gz")
-  _check(_config(f"webfg_{kind}", tmp_path), names,
+  _assert_prepared(_config(f"webfg_{kind}", tmp_path), names,
          {"train": found["train"], "test": found["val"]})
 
 
 def test_user_folder(tmp_path):
   names, expected = fakes.class_folders(tmp_path / "mine", splits=("train", "val", "test"))
   config = _config("folder", tmp_path, folder_root=str(tmp_path / "mine"))
-  _check(config, names, expected)
+  _assert_prepared(config, names, expected)
 
 
 def test_grayscale_and_png_stored_as_rgb_jpeg(tmp_path):
@@ -105,7 +105,7 @@ def test_grayscale_and_png_stored_as_rgb_jpeg(tmp_path):
   Image.new("RGB", (12, 8), (1, 2, 3)).save(tmp_path / "mine" / "test" / "Acer" / "x.png")
   expected["test"]["test/Acer/x.png"] = 0
   config = _config("folder", tmp_path, folder_root=str(tmp_path / "mine"))
-  _check(config, names, expected)
+  _assert_prepared(config, names, expected)
   for split in ("train", "test"):
     for r in _records(config, split):
       image = Image.open(io.BytesIO(r["image"]))
