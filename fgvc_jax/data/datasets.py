@@ -28,107 +28,108 @@ _CATALOG = {"cub": "caltech_birds2011", "stanford_dogs": "stanford_dogs"}
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-  name: str
-  num_classes: int
-  class_names: list[str]
-  num_examples: dict[str, int]
+    name: str
+    num_classes: int
+    class_names: list[str]
+    num_examples: dict[str, int]
 
 
 def _dirs(config) -> tuple[Path, Path]:
-  data_dir = Path(os.path.expanduser(config.data_dir))
-  manual = config.manual_dir
-  return data_dir, Path(os.path.expanduser(manual)) if manual else data_dir / "downloads" / "manual"
+    data_dir = Path(os.path.expanduser(config.data_dir))
+    manual = config.manual_dir
+    manual_dir = Path(os.path.expanduser(manual)) if manual else data_dir / "downloads" / "manual"
+    return data_dir, manual_dir
 
 
 def _folder_builder(config, **kw):
-  if not config.folder_root:
-    raise DataError("Dataset 'folder' needs config.folder_root: a folder laid out as "
-                    "root/<split>/<class>/*.jpg.")
-  root = Path(os.path.expanduser(config.folder_root)).resolve()
-  if not root.is_dir():
-    raise DataError(f"config.folder_root={root} is not a folder (expected "
-                    "root/<split>/<class>/*.jpg).")
-  slug = re.sub(r"[^a-z0-9_]", "_", root.name.lower())[:40]
-  digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-  return folder.ImageFolder(source=root, skip_corrupt=config.skip_corrupt,
-                            config=tfds.core.BuilderConfig(name=f"{slug}_{digest}"), **kw)
+    if not config.folder_root:
+        raise DataError("Dataset 'folder' needs config.folder_root: a folder laid out as "
+                        "root/<split>/<class>/*.jpg.")
+    root = Path(os.path.expanduser(config.folder_root)).resolve()
+    if not root.is_dir():
+        raise DataError(f"config.folder_root={root} is not a folder (expected "
+                        "root/<split>/<class>/*.jpg).")
+    slug = re.sub(r"[^a-z0-9_]", "_", root.name.lower())[:40]
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+    return folder.ImageFolder(source=root, skip_corrupt=config.skip_corrupt,
+                              config=tfds.core.BuilderConfig(name=f"{slug}_{digest}"), **kw)
 
 
 _BUILDERS: dict[tuple, tfds.core.DatasetBuilder] = {}
 
 
 def builder(config) -> tfds.core.DatasetBuilder:
-  """The prepared builder of `config.name`; prepares it first if needed (idempotent)."""
-  check_name(config.name)
-  key = (config.name, config.data_dir, config.manual_dir, config.folder_root,
-         config.label_level, tuple(sorted(config.synthetic.items())))
-  if key not in _BUILDERS:
-    _BUILDERS[key] = _prepared_builder(config)
-  return _BUILDERS[key]
+    """The prepared builder of `config.name`; prepares it first if needed (idempotent)."""
+    check_name(config.name)
+    key = (config.name, config.data_dir, config.manual_dir, config.folder_root,
+           config.label_level, tuple(sorted(config.synthetic.items())))
+    if key not in _BUILDERS:
+        _BUILDERS[key] = _prepared_builder(config)
+    return _BUILDERS[key]
 
 
 def _prepared_builder(config) -> tfds.core.DatasetBuilder:
-  data_dir, manual = _dirs(config)
-  kw = dict(data_dir=str(data_dir), file_format="array_record")
-  if config.name == "synthetic_fgvc":
-    b = synthetic_fgvc.SyntheticFGVC(params=synthetic_fgvc.Params(**config.synthetic), **kw)
-  elif config.name == "folder":
-    b = _folder_builder(config, **kw)
-  else:
-    cls = _PROJECT[config.name]
-    if cls is aircraft.FGVCAircraft:
-      if config.label_level not in LABEL_LEVELS:
-        raise DataError(f"config.label_level={config.label_level!r}; expected one of "
-                        f"{', '.join(LABEL_LEVELS)}.")
-      kw["config"] = config.label_level
-    b = cls(**kw)
+    data_dir, manual = _dirs(config)
+    kw = dict(data_dir=str(data_dir), file_format="array_record")
+    if config.name == "synthetic_fgvc":
+        b = synthetic_fgvc.SyntheticFGVC(params=synthetic_fgvc.Params(**config.synthetic), **kw)
+    elif config.name == "folder":
+        b = _folder_builder(config, **kw)
+    else:
+        cls = _PROJECT[config.name]
+        if cls is aircraft.FGVCAircraft:
+            if config.label_level not in LABEL_LEVELS:
+                raise DataError(f"config.label_level={config.label_level!r}; expected one of "
+                                f"{', '.join(LABEL_LEVELS)}.")
+            kw["config"] = config.label_level
+        b = cls(**kw)
+        if not b.is_prepared():
+            b = _prepare_release(config, cls, b, manual, data_dir / "downloads" / "extracted", kw)
     if not b.is_prepared():
-      b = _prepare_release(config, cls, b, manual, data_dir / "downloads" / "extracted", kw)
-  if not b.is_prepared():
-    b.download_and_prepare()
-  return b
+        b.download_and_prepare()
+    return b
 
 
 def _prepare_release(config, cls, b, manual, extract_root, kw):
-  """Catalog data already there, else the user's files, else a catalog download."""
-  catalog = _CATALOG.get(config.name)
-  cb = tfds.builder(catalog, data_dir=kw["data_dir"], file_format="array_record") \
-      if catalog else None
-  if cb is not None and cb.is_prepared():
-    return cb
-  source = cls.locate(manual, extract_root / config.name)
-  if source is not None:
-    return cls(source=source, skip_corrupt=config.skip_corrupt, **kw)
-  missing = (f"Dataset {config.name!r} not found. Put {cls.EXPECTED} in {manual} "
-             "(or set config.manual_dir to the folder that holds them).")
-  if cb is not None and config.download:
-    try:
-      cb.download_and_prepare()
-      return cb
-    except Exception as e:  # no network on compute nodes, dead links, ...
-      raise DataError(f"{missing} The TFDS catalog download of {catalog!r} failed too: "
-                      f"{type(e).__name__}: {e}") from e
-  raise DataError(missing)
+    """Catalog data already there, else the user's files, else a catalog download."""
+    catalog = _CATALOG.get(config.name)
+    cb = tfds.builder(catalog, data_dir=kw["data_dir"], file_format="array_record") \
+        if catalog else None
+    if cb is not None and cb.is_prepared():
+        return cb
+    source = cls.locate(manual, extract_root / config.name)
+    if source is not None:
+        return cls(source=source, skip_corrupt=config.skip_corrupt, **kw)
+    missing = (f"Dataset {config.name!r} not found. Put {cls.EXPECTED} in {manual} "
+               "(or set config.manual_dir to the folder that holds them).")
+    if cb is not None and config.download:
+        try:
+            cb.download_and_prepare()
+            return cb
+        except Exception as e:  # no network on compute nodes, dead links, ...
+            raise DataError(f"{missing} The TFDS catalog download of {catalog!r} failed too: "
+                            f"{type(e).__name__}: {e}") from e
+    raise DataError(missing)
 
 
 def info(b: tfds.core.DatasetBuilder, name: str) -> DatasetInfo:
-  names = list(b.info.features["label"].names)
-  return DatasetInfo(name=name, num_classes=len(names), class_names=names,
-                     num_examples={k: v.num_examples for k, v in b.info.splits.items()})
+    names = list(b.info.features["label"].names)
+    return DatasetInfo(name=name, num_classes=len(names), class_names=names,
+                       num_examples={k: v.num_examples for k, v in b.info.splits.items()})
 
 
 def prepare(config) -> DatasetInfo:
-  """Builds the dataset of `config` if needed and describes it."""
-  return info(builder(config), config.name)
+    """Builds the dataset of `config` if needed and describes it."""
+    return info(builder(config), config.name)
 
 
 def data_source(config, split: str):
-  """Random-access records {'image': JPEG bytes, 'label': int, ...} of `split`."""
-  b = builder(config)
-  base_split = re.split(r"[\[+]", split)[0]
-  if base_split not in b.info.splits:
-    raise DataError(f"Dataset {config.name!r} has no split {split!r}; it has "
-                    f"{', '.join(sorted(b.info.splits))}.")
-  skip = {k: tfds.decode.SkipDecoding() for k, f in b.info.features.items()
-          if isinstance(f, tfds.features.Image)}
-  return b.as_data_source(split, decoders=skip)
+    """Random-access records {'image': JPEG bytes, 'label': int, ...} of `split`."""
+    b = builder(config)
+    base_split = re.split(r"[\[+]", split)[0]
+    if base_split not in b.info.splits:
+        raise DataError(f"Dataset {config.name!r} has no split {split!r}; it has "
+                        f"{', '.join(sorted(b.info.splits))}.")
+    skip = {k: tfds.decode.SkipDecoding() for k, f in b.info.features.items()
+            if isinstance(f, tfds.features.Image)}
+    return b.as_data_source(split, decoders=skip)

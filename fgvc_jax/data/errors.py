@@ -2,4 +2,4 @@
 
 
 class DataError(ValueError):
-  """A dataset is missing, malformed or misconfigured; the message says what to fix."""
+    """A dataset is missing, malformed or misconfigured; the message says what to fix."""

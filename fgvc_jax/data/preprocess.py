@@ -19,72 +19,73 @@ from fgvc_jax.data.errors import DataError
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-  resize: int
-  crop: int
-  mode: str = "square"      # "square" (S×S) or "shorter" (shorter side → S)
-  flip: bool = False
-  rotation: float = 0.0     # max degrees
-  color_jitter: float = 0.0
+    resize: int
+    crop: int
+    mode: str = "square"      # "square" (S×S) or "shorter" (shorter side → S)
+    flip: bool = False
+    rotation: float = 0.0     # max degrees
+    color_jitter: float = 0.0
 
-  @classmethod
-  def train(cls, config) -> "Augment":
-    return cls(config.resize, config.crop, config.resize_mode, config.flip,
-               float(config.rotation), float(config.color_jitter)).checked()
+    @classmethod
+    def train(cls, config) -> "Augment":
+        return cls(config.resize, config.crop, config.resize_mode, config.flip,
+                   float(config.rotation), float(config.color_jitter)).checked()
 
-  @classmethod
-  def eval(cls, config) -> "Augment":
-    return cls(config.eval_resize, config.eval_crop, config.resize_mode).checked()
+    @classmethod
+    def eval(cls, config) -> "Augment":
+        return cls(config.eval_resize, config.eval_crop, config.resize_mode).checked()
 
-  def checked(self) -> "Augment":
-    if self.mode not in ("square", "shorter"):
-      raise DataError(f"config.resize_mode={self.mode!r}; expected 'square' or 'shorter'.")
-    if not 0 < self.crop <= self.resize:
-      raise DataError(f"Crop {self.crop} must be positive and at most the resize {self.resize}.")
-    return self
+    def checked(self) -> "Augment":
+        if self.mode not in ("square", "shorter"):
+            raise DataError(f"config.resize_mode={self.mode!r}; expected 'square' or 'shorter'.")
+        if not 0 < self.crop <= self.resize:
+            raise DataError(
+                f"Crop {self.crop} must be positive and at most the resize {self.resize}.")
+        return self
 
 
 def _open(data: bytes, aug: Augment) -> tuple[Image.Image, int, int]:
-  """Decoded RGB image and its size after resizing to S (per `aug.mode`)."""
-  im = Image.open(io.BytesIO(data))
-  w, h = im.size
-  tw, th = (aug.resize, aug.resize) if aug.mode == "square" else (
-      max(aug.crop, round(w * aug.resize / min(w, h))),
-      max(aug.crop, round(h * aug.resize / min(w, h))))
-  im.draft("RGB", (tw, th))
-  return im.convert("RGB"), tw, th
+    """Decoded RGB image and its size after resizing to S (per `aug.mode`)."""
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
+    tw, th = (aug.resize, aug.resize) if aug.mode == "square" else (
+        max(aug.crop, round(w * aug.resize / min(w, h))),
+        max(aug.crop, round(h * aug.resize / min(w, h))))
+    im.draft("RGB", (tw, th))
+    return im.convert("RGB"), tw, th
 
 
 def _resized_crop(im: Image.Image, tw: int, th: int, x: int, y: int, c: int) -> Image.Image:
-  """Crop (x, y, c, c) of `im` resized to (tw, th), in one resampling step."""
-  sx, sy = im.width / tw, im.height / th
-  return im.resize((c, c), Image.BILINEAR, box=(x * sx, y * sy, (x + c) * sx, (y + c) * sy))
+    """Crop (x, y, c, c) of `im` resized to (tw, th), in one resampling step."""
+    sx, sy = im.width / tw, im.height / th
+    return im.resize((c, c), Image.BILINEAR, box=(x * sx, y * sy, (x + c) * sx, (y + c) * sy))
 
 
 def train_image(data: bytes, rng: np.random.Generator, aug: Augment) -> np.ndarray:
-  """Random crop C of the image resized to S, flip, rotation, colour jitter → (C, C, 3)."""
-  im, tw, th = _open(data, aug)
-  x, y = int(rng.integers(0, tw - aug.crop + 1)), int(rng.integers(0, th - aug.crop + 1))
-  out = _resized_crop(im, tw, th, x, y, aug.crop)
-  if aug.flip and rng.random() < 0.5:
-    out = out.transpose(Image.FLIP_LEFT_RIGHT)
-  if aug.rotation:
-    out = out.rotate(rng.uniform(-aug.rotation, aug.rotation), Image.BILINEAR)
-  if aug.color_jitter:
-    lo, hi = max(0.0, 1 - aug.color_jitter), 1 + aug.color_jitter
-    for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-      out = enhance(out).enhance(rng.uniform(lo, hi))
-  return np.asarray(out, dtype=np.uint8)
+    """Random crop C of the image resized to S, flip, rotation, colour jitter → (C, C, 3)."""
+    im, tw, th = _open(data, aug)
+    x, y = int(rng.integers(0, tw - aug.crop + 1)), int(rng.integers(0, th - aug.crop + 1))
+    out = _resized_crop(im, tw, th, x, y, aug.crop)
+    if aug.flip and rng.random() < 0.5:
+        out = out.transpose(Image.FLIP_LEFT_RIGHT)
+    if aug.rotation:
+        out = out.rotate(rng.uniform(-aug.rotation, aug.rotation), Image.BILINEAR)
+    if aug.color_jitter:
+        lo, hi = max(0.0, 1 - aug.color_jitter), 1 + aug.color_jitter
+        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            out = enhance(out).enhance(rng.uniform(lo, hi))
+    return np.asarray(out, dtype=np.uint8)
 
 
 def eval_image(data: bytes, aug: Augment) -> np.ndarray:
-  """Center crop C of the image resized to S → (C, C, 3) uint8."""
-  im, tw, th = _open(data, aug)
-  x, y = (tw - aug.crop) // 2, (th - aug.crop) // 2
-  return np.asarray(_resized_crop(im, tw, th, x, y, aug.crop), dtype=np.uint8)
+    """Center crop C of the image resized to S → (C, C, 3) uint8."""
+    im, tw, th = _open(data, aug)
+    x, y = (tw - aug.crop) // 2, (th - aug.crop) // 2
+    return np.asarray(_resized_crop(im, tw, th, x, y, aug.crop), dtype=np.uint8)
 
 
 def normalize(images, mean, std, dtype=jnp.float32):
-  """uint8 NHWC (on the device) → (x/255 − mean)/std in `dtype`; mean/std per channel."""
-  x = jnp.asarray(images).astype(jnp.float32) / 255.0
-  x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-  return x.astype(dtype)
+    """uint8 NHWC (on the device) → (x/255 − mean)/std in `dtype`; mean/std per channel."""
+    x = jnp.asarray(images).astype(jnp.float32) / 255.0
+    x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    return x.astype(dtype)
