@@ -15,7 +15,8 @@ def check_name(name: str) -> None:
 
 
 def default_config(name: str = "synthetic_fgvc") -> ml_collections.ConfigDict:
-    """Defaults for dataset `name`: 512→448 crops for real data, 72→64 for synthetic_fgvc."""
+    """Defaults for dataset `name`: 512→448 crops for real data; synthetic_fgvc as generated
+    (64 px, flips only: a crop or resize would move its patterns off the pixel grid)."""
     check_name(name)
     synthetic = name == "synthetic_fgvc"
     c = ml_collections.ConfigDict()
@@ -28,7 +29,7 @@ def default_config(name: str = "synthetic_fgvc") -> ml_collections.ConfigDict:
     c.download = True       # cub, stanford_dogs: try the TFDS catalog when no manual files exist
     c.train_split = "trainval" if name == "fgvc_aircraft" else "train"
     c.test_split = "test"
-    c.resize = 72 if synthetic else 512           # S: resize (square) before the random crop
+    c.resize = 64 if synthetic else 512           # S: resize (square) before the random crop
     c.crop = 64 if synthetic else 448             # C
     c.eval_resize = c.resize
     c.eval_crop = c.crop

@@ -1,8 +1,14 @@
 """synthetic_fgvc is deterministic and fine-grained: only the small parts carry the class."""
+import io
+
 import numpy as np
+import pytest
 from PIL import Image
 
+from fgvc_jax.data import config as data_config
+from fgvc_jax.data import preprocess
 from fgvc_jax.data.builders import synthetic_fgvc as syn
+from fgvc_jax.data.errors import DataError
 
 
 def _images(params, split, n):
@@ -73,3 +79,34 @@ def test_more_classes_use_three_parts():
     assert parts.shape == (40, 3) and len({tuple(r) for r in parts}) == 40
     image, boxes = syn.render(np.random.default_rng(0), parts[0], 96)
     assert image.shape == (96, 96, 3) and len(boxes) == 3
+
+
+def test_patterns_are_distinct_balanced_and_mirror_symmetric():
+    size = 64
+    for slot, family in enumerate(syn.PATTERNS):
+        shares = [syn.pattern(slot, k, size) for k in range(len(family))]
+        for share in shares:
+            blocks = share.reshape(size // 8, 8, size // 8, 8).mean(axis=(1, 3))
+            np.testing.assert_array_equal(blocks, 0.5)        # half dark in every 8x8 block
+            np.testing.assert_array_equal(share[:, ::-1], share)  # a mirrored bird keeps its class
+        for i in range(len(shares)):
+            for j in range(i):
+                assert not np.array_equal(shares[i], shares[j]), (slot, i, j)
+
+
+def test_image_size_must_be_a_multiple_of_8():
+    with pytest.raises(DataError, match="image_size=60"):
+        syn.render(np.random.default_rng(0), (0, 0), 60)
+
+
+def test_default_augmentation_keeps_the_pixel_grid():
+    """Flips only: every training view is the stored image or its mirror, pixel for pixel."""
+    image, _, _ = syn.example(syn.Params(), "train", 3)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=95, subsampling=0)
+    stored = np.asarray(Image.open(buf).convert("RGB"))
+    aug = preprocess.Augment.train(data_config.default_config("synthetic_fgvc"))
+    views = [preprocess.train_image(buf.getvalue(), np.random.default_rng(i), aug) for i in range(8)]
+    mirrored = [np.array_equal(v, stored[:, ::-1]) for v in views]
+    assert all(np.array_equal(v, stored) or m for v, m in zip(views, mirrored))
+    assert 0 < sum(mirrored) < len(views)

@@ -35,7 +35,7 @@ def write(root: str, num_classes: int = 4, per_class: dict | None = None,
                 folder = os.path.join(root, split, names[label])
                 os.makedirs(folder, exist_ok=True)
                 path = os.path.join(folder, f"{i:04d}.jpg")
-                Image.fromarray(image).save(path, format="JPEG", quality=95)
+                Image.fromarray(image).save(path, format="JPEG", quality=95, subsampling=0)
                 rows.append((path, label, boxes))
         index[split] = rows
     with open(os.path.join(root, "index.json"), "w") as f:

@@ -2,10 +2,18 @@
 
 Every image shows one bird-like object (body, head, wing, tail, legs) on a cluttered
 background. Pose (rotation, facing), scale, position and all colours are random. The class
-is fixed only by the shapes of small marks at part slots (head, wing, and tail when more than
-16 classes are asked for): disc, square, triangle or cross, all of about the same area and
-each inside a box of at most 5% of the image. Mean colour and coarse thumbnails therefore
-carry no class information; the marks carry all of it.
+is fixed only by the pattern of small round marks at part slots (head, wing, and tail when
+more than 16 classes are asked for), as species differ in the pattern of a crown or a
+wing-bar: stripes, bands or checks of a dark and a light colour (both random per image), each
+mark inside a box of at most 5% of the image.
+
+Every pattern covers exactly half of every aligned 8x8 block, so mean colour and 8x8
+thumbnails carry no class information (tests/data/test_synthetic.py). Patterns are drawn on
+the image's pixel grid with periods that divide 8 and are mirror-symmetric, so a horizontal
+flip keeps the class and a 4-px patch grid (the CPU Swin's) always sees the same pixels of a
+pattern: a first-order feature of one patch, which a small Swin from scratch learns in
+minutes. (Patterns at a random phase are second-order and need ≈ 10x more steps: issue 5's
+notes.) The synthetic data config therefore neither resizes nor crops.
 """
 from __future__ import annotations
 
@@ -20,19 +28,21 @@ from PIL import Image, ImageDraw
 from fgvc_jax.data.builders.base import features
 from fgvc_jax.data.errors import DataError
 
-SHAPES = ("disc", "square", "triangle", "cross")
-# Each mark shape has its own two-tone pattern, as species differ in the shape and pattern of a
-# small part (a crown, a wing-bar): half in a palette colour, half in its complement, so every
-# mark averages the same grey and coarse statistics (mean colour, thumbnails) stay blind to the
-# class. A dark outline keeps every mark visible on any body colour.
-PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25))
-OUTLINE = (20, 20, 20)
 SLOTS = ("head", "wing", "tail")
+# Per slot, four patterns (name, x period, y period); period 0 = constant along that axis.
+# Dark where the x and y stripes differ (xor). Period 2 only along y: k % 2 is not symmetric
+# under the mirror x → W-1-x, the centred stripes of periods 4 and 8 are.
+PATTERNS = (
+    (("vstripes4", 4, 0), ("hstripes4", 0, 4), ("checks4", 4, 4), ("hstripes2", 0, 2)),
+    (("vbands8", 8, 0), ("hbands8", 0, 8), ("checks8", 8, 8), ("plain", 0, 0)),
+    (("checks4x8", 4, 8), ("checks8x4", 8, 4), ("checks8x2", 8, 2), ("checks4x2", 4, 2)),
+)
+OUTLINE = (20, 20, 20)
 _SUPERSAMPLE = 2
 _SPLIT_IDS = {"train": 0, "test": 1}
-# Mark size relative to the body half-length: the largest that keeps every mark box ≤ 5% of
-# the image (tests/data/test_synthetic.py) for any pose.
-MARK_SCALE = 0.30
+# Mark radius relative to the body half-length: the largest that keeps every mark box ≤ 5%
+# of the image (tests/data/test_synthetic.py) for any pose.
+MARK_SCALE = 0.38
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,36 +55,41 @@ class Params:
 
 
 def class_parts(num_classes: int, seed: int) -> np.ndarray:
-    """(num_classes, slots) shape indices: a distinct mark combination per class."""
-    if not 2 <= num_classes <= len(SHAPES) ** len(SLOTS):
+    """(num_classes, slots) pattern indices: a distinct mark combination per class."""
+    per_slot = len(PATTERNS[0])
+    if not 2 <= num_classes <= per_slot ** len(SLOTS):
         raise DataError(f"synthetic.num_classes={num_classes}; expected 2 to "
-                        f"{len(SHAPES) ** len(SLOTS)}.")
-    slots = 2 if num_classes <= len(SHAPES) ** 2 else 3
-    combos = list(itertools.product(range(len(SHAPES)), repeat=slots))
+                        f"{per_slot ** len(SLOTS)}.")
+    slots = 2 if num_classes <= per_slot ** 2 else 3
+    combos = list(itertools.product(range(per_slot), repeat=slots))
     order = np.random.default_rng([seed, 12345]).permutation(len(combos))
     return np.array([combos[i] for i in order[:num_classes]])
 
 
 def class_names(parts: np.ndarray) -> list[str]:
-    return ["%02d_" % i + "_".join(f"{SLOTS[s]}-{SHAPES[k]}" for s, k in enumerate(row))
+    return ["%02d_" % i + "_".join(f"{SLOTS[s]}-{PATTERNS[s][k][0]}" for s, k in enumerate(row))
             for i, row in enumerate(parts)]
 
 
-def _mark(shape: int, h: float) -> np.ndarray:
-    """Mark outline (N, 2) in its own frame, area ≈ π h² for every shape."""
-    if SHAPES[shape] == "disc":
-        t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-        return h * np.stack([np.cos(t), np.sin(t)], 1)
-    if SHAPES[shape] == "square":
-        s = h * np.sqrt(np.pi) / 2
-        return np.array([[-s, -s], [s, -s], [s, s], [-s, s]])
-    if SHAPES[shape] == "triangle":
-        r = h * np.sqrt(4 * np.pi / (3 * np.sqrt(3)))
-        t = np.array([0, 2 * np.pi / 3, 4 * np.pi / 3])
-        return r * np.stack([np.cos(t), np.sin(t)], 1)
-    a, w = h * np.sqrt(np.pi / 3), h * np.sqrt(np.pi / 3) / 2  # cross: area 3a² = πh²
-    return np.array([[-w, -a], [w, -a], [w, -w], [a, -w], [a, w], [w, w], [w, a], [-w, a],
-                     [-w, w], [-a, w], [-a, -w], [-w, -w]])
+def _stripes(k: np.ndarray, period: int) -> np.ndarray:
+    """1 on the stripes of `period` along pixel index k: k % 2 for period 2, else the
+    centred half [period/4, 3 period/4) of each period (mirror-symmetric when the image size
+    is a multiple of the period); 0 everywhere for period 0."""
+    if period == 0:
+        return np.zeros_like(k)
+    if period == 2:
+        return k % 2
+    return ((k % period >= period // 4) & (k % period < 3 * period // 4)).astype(k.dtype)
+
+
+def pattern(slot: int, index: int, size: int) -> np.ndarray:
+    """(size, size) share of the dark colour of pattern `index` of `slot`: 0/1, or 0.5 for
+    'plain' (the mean of the two colours)."""
+    _, px, py = PATTERNS[slot][index]
+    if px == py == 0:
+        return np.full((size, size), 0.5, np.float32)
+    y, x = np.mgrid[:size, :size]
+    return (_stripes(x, px) ^ _stripes(y, py)).astype(np.float32)
 
 
 def _ellipse(cx, cy, rx, ry, n=32):
@@ -82,20 +97,15 @@ def _ellipse(cx, cy, rx, ry, n=32):
     return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1)
 
 
-def _half(points: np.ndarray) -> np.ndarray:
-    """The part of a polygon (in its own frame) with x ≤ 0 (Sutherland-Hodgman, one edge)."""
-    out = []
-    for p, q in zip(points, np.roll(points, -1, axis=0)):
-        if p[0] <= 0:
-            out.append(p)
-        if (p[0] <= 0) != (q[0] <= 0):
-            t = p[0] / (p[0] - q[0])
-            out.append(p + t * (q - p))
-    return np.array(out)
-
-
 def _flat(points: np.ndarray) -> list[float]:
     return points.ravel().tolist()
+
+
+def _coverage(polygon: np.ndarray, ss: int, **style) -> np.ndarray:
+    """(size, size, 1) anti-aliased coverage in [0, 1] of a polygon drawn at supersampled `ss`."""
+    mask = Image.new("L", (ss, ss), 0)
+    ImageDraw.Draw(mask).polygon(_flat(polygon), **style)
+    return np.asarray(mask.reduce(_SUPERSAMPLE), np.float32)[..., None] / 255
 
 
 def render(rng: np.random.Generator, parts, size: int = 64):
@@ -105,6 +115,9 @@ def render(rng: np.random.Generator, parts, size: int = 64):
     All nuisance values are drawn from `rng` up front, in amounts that do not depend on
     `parts`, so two calls with equal generators differ only inside the mark boxes.
     """
+    if size % 8:
+        raise DataError(f"synthetic.image_size={size}; expected a multiple of 8 (the patterns' "
+                        "largest period, so that a mirrored image keeps its class).")
     ss = size * _SUPERSAMPLE
     n_max = 20
     background = tuple(int(v) for v in rng.integers(0, 256, 3))
@@ -123,6 +136,8 @@ def render(rng: np.random.Generator, parts, size: int = 64):
     body = tuple(int(v) for v in rng.integers(0, 256, 3))
     wing = tuple(int(c * rng.uniform(0.5, 0.8)) for c in body)
     legs = tuple(int(v) for v in rng.integers(0, 256, 3))
+    dark = rng.integers(0, 60, 3).astype(np.float32)      # the marks' two colours
+    light = rng.integers(196, 256, 3).astype(np.float32)
 
     img = Image.new("RGB", (ss, ss), background)
     draw = ImageDraw.Draw(img)
@@ -151,21 +166,22 @@ def render(rng: np.random.Generator, parts, size: int = 64):
     draw.polygon(_flat(place(_ellipse(-0.1 * a, 0.05 * a, 0.55 * a, 0.22 * a))), fill=wing)
     draw.polygon(_flat(place(_ellipse(1.3 * a, -0.4 * a, 0.07 * a, 0.07 * a, 8))), fill=(0, 0, 0))
 
+    # The marks are composited at the final resolution, on its pixel grid (see the docstring).
+    out = np.asarray(img.reduce(_SUPERSAMPLE), np.float32)
     slots = [(1.0 * a, -0.33 * a), (-0.1 * a, 0.05 * a), (-1.3 * a, 0.0)]
     boxes = []
-    for slot, shape in enumerate(parts):
-        mark = _mark(int(shape), MARK_SCALE * a)
-        outline = place(mark + np.array(slots[slot]))
-        colour = PALETTE[int(shape)]
-        draw.polygon(_flat(outline), fill=colour)
-        draw.polygon(_flat(place(_half(mark) + np.array(slots[slot]))),
-                     fill=tuple(255 - c for c in colour))
-        draw.polygon(_flat(outline), outline=OUTLINE, width=_SUPERSAMPLE)
+    for slot, index in enumerate(parts):
+        outline = place(_ellipse(*slots[slot], MARK_SCALE * a, MARK_SCALE * a))
+        share = pattern(slot, int(index), size)[..., None]
+        fill = _coverage(outline, ss, fill=255)
+        out = out * (1 - fill) + (share * dark + (1 - share) * light) * fill
+        ring = _coverage(outline, ss, outline=255, width=_SUPERSAMPLE)
+        out = out * (1 - ring) + np.array(OUTLINE, np.float32) * ring
         xy_out = outline / _SUPERSAMPLE
         x0, y0 = np.floor(xy_out.min(0)).astype(int)
         x1, y1 = np.ceil(xy_out.max(0)).astype(int)
         boxes.append((int(max(x0, 0)), int(max(y0, 0)), int(min(x1, size)), int(min(y1, size))))
-    return np.asarray(img.reduce(_SUPERSAMPLE)), boxes
+    return np.round(out).astype(np.uint8), boxes
 
 
 def example(params: Params, split: str, index: int, parts: np.ndarray | None = None):
@@ -181,10 +197,13 @@ class SyntheticFGVC(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """TFDS builder of synthetic_fgvc; one builder config per parameter set."""
 
     name = "synthetic_fgvc"
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("2.0.0")
     RELEASE_NOTES = {"1.1.0": "Marks 0.30 of the body half-length (was 0.28), a two-tone pattern "
-                              "per mark shape, dark outline: learnable on CPU in minutes.",
-                     "1.2.0": "JPEG without chroma subsampling (mark-box error 19 → 3 levels)."}
+                              "per mark shape, dark outline.",
+                     "1.2.0": "JPEG without chroma subsampling (mark-box error 19 → 3 levels).",
+                     "2.0.0": "Classes by the pattern (stripes, bands, checks) of round marks on "
+                              "the pixel grid instead of the mark shape: a small Swin learns it "
+                              "from scratch in minutes."}
 
     def __init__(self, *, params: Params = Params(), **kwargs):
         self._params = params
