@@ -104,6 +104,43 @@ def test_cli_evaluate_predict_explain_from_workdir(trained_run, tmp_path):
     r = _cli("predict", "--workdir", trained_run.workdir, str(bad))
     assert r.returncode == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr
 
+    r = _cli("explain", "--workdir", trained_run.workdir, "--out", str(tmp_path / "maps"),
+             rows[0][0], rows[1][0])
+    assert r.returncode == 0, r.stderr[-2000:]
+    pngs = r.stdout.split()
+    assert len(pngs) == 2 and all(p.startswith(str(tmp_path / "maps")) for p in pngs)
+    for png in pngs:
+        with Image.open(png) as im:
+            assert im.format == "PNG" and im.size[0] > 200 and np.asarray(im).std() > 10
+
+    r = _cli("evaluate", "--workdir", trained_run.workdir, "--out", str(tmp_path / "eval"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "eval" / evaluate.REPORT_FILE) as f:
+        report = json.load(f)
+    assert report["single_view"]["top1/combined"] == pytest.approx(
+        trained_run.final_eval["metrics"]["top1/combined"])
+
+
+def test_heat_maps_peak_on_the_class_defining_marks(model, trained_run):
+    """Every Grad-CAM map of explain peaks inside a mark box (+1 px of anti-aliasing) on far
+    more images than chance, the boxes' share of the image (one-sided binomial p < 1e-3)."""
+    from scipy import stats
+
+    rows = trained_run.index["train"] + trained_run.index["test"]
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _, _ in rows])
+    maps = explain.explain_arrays(model, images)["maps"]
+    assert maps
+    inside = np.zeros(images.shape[:3], bool)
+    for mask, (_, _, boxes) in zip(inside, rows):
+        for x0, y0, x1, y1 in boxes:
+            mask[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = True
+    chance = inside.mean()
+    for title, m in maps.items():
+        peaks = m.reshape(len(m), -1).argmax(1)
+        hits = int(inside.reshape(len(m), -1)[np.arange(len(m)), peaks].sum())
+        p = stats.binom.sf(hits - 1, len(m), chance)
+        assert p < 1e-3, (title, hits, len(m), chance)
+
 
 def test_cli_errors_are_one_line(tmp_path):
     r = _cli("evaluate", "--workdir", str(tmp_path / "nope"))
