@@ -21,11 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import common  # noqa: E402
 
 
-def get_config(arg=None):
+def recipe(arg) -> dict:
+    """The paper's recipe on dataset `arg` (shared by baseline_swin, its Swin-B baseline)."""
     high_lr = arg in ("nabirds", "webfg_bird", "webfg_aircraft", "webfg_car")
     lr = {"backbone": 3e-2, "new": 3e-2} if high_lr else {"backbone": 2e-3, "new": 5e-3}
-    return common.make_config(
-        "swinfc", arg,
+    return dict(
         data=dict(resize=512, eval_resize=512, flip=True, rotation=15.0),
         optim=dict(name="sgd", momentum=0.9, weight_decay=5e-4, lr=lr),
         train=dict(batch_size=32, num_epochs=100.0, eval_every_epochs=5.0),
@@ -35,3 +35,7 @@ def get_config(arg=None):
             train=dict(batch_size=32, num_steps=600, eval_every_steps=0, eval_every_epochs=0.0,
                        log_every=25, checkpoint_every=200)),
         dont_load=r"^backbone/head/")
+
+
+def get_config(arg=None):
+    return common.make_config("swinfc", arg, **recipe(arg))
