@@ -90,8 +90,8 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     train_compile = time.perf_counter() - t0
 
     def infer(variables, images):
-        out = method.network.apply(variables, preprocess.normalize(images, method.mean, method.std,
-                                                               dtype), train=False)
+        images = preprocess.normalize(images, method.mean, method.std, dtype)
+        out = method.network.apply(variables, images, train=False)
         return method.predict(out)
 
     t0 = time.perf_counter()

@@ -29,7 +29,7 @@ def _config(method: str, arg: str):
     return importlib.import_module(f"configs.{method}").get_config(arg)
 
 
-def _setup(config, num_classes: int, image: int, mesh):
+def _setup(config, num_classes: int, image: int):
     method = train.create_method(config, num_classes)
     dtype = train.compute_dtype(config)
     shapes = jax.eval_shape(lambda: train.init_variables(method, (image, image, 3), 0, dtype))
@@ -51,7 +51,7 @@ def overhead(method_name: str, steps: int, data_dir: str) -> dict:
         full = json.load(open(os.path.join(workdir, "eval.json")))["train_steps_per_sec"]
     mesh = parallel.make_mesh()
     s = config.method.image_size
-    method, tx, _ = _setup(config, config.data.synthetic.num_classes, s, mesh)
+    method, tx, _ = _setup(config, config.data.synthetic.num_classes, s)
     variables = train.init_variables(method, (s, s, 3), 0, train.compute_dtype(config))
     state = train.create_train_state(method, tx, variables, mesh)
     step = train.make_train_step(method, tx, config, mesh)
@@ -77,10 +77,9 @@ def memory(method_name: str, num_classes: int = 200) -> dict:
     config.train.dtype = "bfloat16"
     mesh = parallel.make_mesh(jax.devices()[:1])
     s = config.method.image_size
-    method, tx, shapes = _setup(config, num_classes, s, mesh)
+    method, tx, shapes = _setup(config, num_classes, s)
     dat = parallel.data_sharded(mesh)
-    state = train.abstract_state(lambda: train.initial_state(
-        method, tx, (s, s, 3), 0, train.compute_dtype(config)), mesh)  # shapes, no values
+    state = train.abstract_state(tx, shapes, mesh)  # shapes, no values
     b = config.train.batch_size
     batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=dat),
              "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=dat)}

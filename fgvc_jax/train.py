@@ -107,16 +107,10 @@ def state_from_variables(tx: optax.GradientTransformation, variables: dict) -> T
                       opt_state=tx.init(variables["params"]))
 
 
-def initial_state(method, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
-                  seed: int, dtype) -> TrainState:
-    """Train state at step 0 from fresh variables (not placed): the layout checkpoints are
-    restored into, through `abstract_state`."""
-    return state_from_variables(tx, init_variables(method, image_shape, seed, dtype))
-
-
-def abstract_state(state_fn: Callable[[], TrainState], mesh) -> TrainState:
-    """Shapes, dtypes and shardings of a train state, without computing it."""
-    shapes = jax.eval_shape(state_fn)
+def abstract_state(tx: optax.GradientTransformation, variable_shapes: dict, mesh) -> TrainState:
+    """Shapes, dtypes and shardings of the train state around variables of `variable_shapes`
+    (from `jax.eval_shape(init_variables...)`), replicated: what checkpoints are restored into."""
+    shapes = jax.eval_shape(functools.partial(state_from_variables, tx), variable_shapes)
     rep = parallel.replicated(mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
 
@@ -400,12 +394,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     train_iter = itertools.chain([first], train_iter)
 
     shapes = jax.eval_shape(lambda: init_variables(run.method, image_shape, config.seed,
-                                                   run.dtype)["params"])
-    tx = run.optimizer(shapes)
+                                                   run.dtype))
+    tx = run.optimizer(shapes["params"])
     if start_step > 0:
-        fresh = functools.partial(initial_state, run.method, tx, image_shape, config.seed,
-                                  run.dtype)
-        state, _ = ckpts.restore(abstract_state(fresh, run.mesh), "latest")
+        state, _ = ckpts.restore(abstract_state(tx, shapes, run.mesh), "latest")
         logging.info("Resumed from %s at step %d", ckpts.latest.directory, start_step)
     else:
         state = create_train_state(run.method, tx, run.initial_variables(image_shape), run.mesh)
@@ -528,10 +520,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     batch = next(iter(run.eval_iterator()))
     image_shape = tuple(np.shape(batch["image"])[1:])
     shapes = jax.eval_shape(lambda: init_variables(run.method, image_shape, config.seed,
-                                                   run.dtype)["params"])
-    tx = run.optimizer(shapes)
-    fresh = functools.partial(initial_state, run.method, tx, image_shape, config.seed, run.dtype)
-    restored = ckpts.restore_for_eval(abstract_state(fresh, run.mesh), which)
+                                                   run.dtype))
+    tx = run.optimizer(shapes["params"])
+    restored = ckpts.restore_for_eval(abstract_state(tx, shapes, run.mesh), which)
     if restored is None:
         raise FileNotFoundError(f"No checkpoint in {os.path.abspath(workdir)} "
                                 "(checkpoints/ or best/): train first with --mode train.")

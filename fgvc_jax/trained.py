@@ -9,7 +9,6 @@ saves.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any
@@ -88,16 +87,14 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None,
     method = train.create_method(config, len(names))
     dtype = train.compute_dtype(config)
     shape = (int(config.data.eval_crop),) * 2 + (3,)
-    params_shape = jax.eval_shape(
-        lambda: train.init_variables(method, shape, config.seed, dtype))["params"]
-    tx = optim.create_optimizer(config.optim, params_shape, method.param_groups(),
+    shapes = jax.eval_shape(lambda: train.init_variables(method, shape, config.seed, dtype))
+    tx = optim.create_optimizer(config.optim, shapes["params"], method.param_groups(),
                                 total_steps=1000, steps_per_epoch=100)
-    fresh = functools.partial(train.initial_state, method, tx, shape, config.seed, dtype)
     mesh = parallel.make_mesh()
     ckpts = ckpt_lib.Checkpoints(workdir, keep=config.train.keep,
                                  best_metric=config.train.best_metric)
     try:
-        restored = ckpts.restore_for_eval(train.abstract_state(fresh, mesh), checkpoint)
+        restored = ckpts.restore_for_eval(train.abstract_state(tx, shapes, mesh), checkpoint)
     finally:
         ckpts.close()
     if restored is None:
