@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import tensorflow_datasets as tfds
@@ -75,6 +77,9 @@ def _prepared_builder(config) -> tfds.core.DatasetBuilder:
         b = synthetic_fgvc.SyntheticFGVC(params=synthetic_fgvc.Params(**config.synthetic), **kw)
     elif config.name == "folder":
         b = _folder_builder(config, **kw)
+        if b.is_prepared() and _folder_changed(b):
+            shutil.rmtree(b.data_dir)
+            b = _folder_builder(config, **kw)
     else:
         cls = _PROJECT[config.name]
         if cls is aircraft.FGVCAircraft:
@@ -88,6 +93,19 @@ def _prepared_builder(config) -> tfds.core.DatasetBuilder:
     if not b.is_prepared():
         b.download_and_prepare()
     return b
+
+
+def _folder_changed(b) -> bool:
+    """Whether the user's folder differs from the one `b` was prepared from (says so)."""
+    then = (b.info.metadata or {}).get("fingerprint")
+    now = folder.fingerprint(b._source)
+    if then == now:
+        return False
+    counts = f"{then['images']} images then, {now['images']} now" if then else "no fingerprint"
+    logging.warning("The folder %s changed since its dataset was prepared (images added, "
+                    "removed or modified; %s): rebuilding the dataset in %s.",
+                    b._source, counts, b.data_dir)
+    return True
 
 
 def _prepare_release(config, cls, b, manual, extract_root, kw):
@@ -119,8 +137,28 @@ def info(b: tfds.core.DatasetBuilder, name: str) -> DatasetInfo:
 
 
 def prepare(config) -> DatasetInfo:
-    """Builds the dataset of `config` if needed and describes it."""
+    """Builds the dataset of `config` if needed, checks its configured splits
+    (`check_splits`) and describes it."""
+    check_splits(config)
     return info(builder(config), config.name)
+
+
+def _split_names(split: str) -> list[str]:
+    """The split names in a TFDS split expression: 'train[:80%]+val' → ['train', 'val']."""
+    return [re.split(r"\[", part)[0].strip() for part in re.split(r"\s*\+\s*", split)]
+
+
+def check_splits(config) -> None:
+    """Raises a DataError unless config.train_split and config.test_split name splits of the
+    prepared dataset (the message names the missing split and the splits there are)."""
+    have = sorted(builder(config).info.splits)
+    where = (f" (the splits of a 'folder' dataset are the sub-folders of {config.folder_root})"
+             if config.name == "folder" else "")
+    for key in ("train_split", "test_split"):
+        missing = [s for s in _split_names(config[key]) if s not in have]
+        if missing:
+            raise DataError(f"config.{key}={config[key]!r}: dataset {config.name!r} has no split "
+                            f"{missing[0]!r}; it has {', '.join(have)}{where}.")
 
 
 def data_source(config, split: str):

@@ -1,19 +1,20 @@
 """Host-side image ops on uint8 (PIL): train augmentation, eval crop; device normalisation.
 
-"Resize to S, then crop C" is done in one resampling step: the crop window is mapped back
-into the source image and only that box is resized to C×C (PIL `resize(box=...)`), which
-gives the same pixels as resizing the whole image first, at a fraction of the cost. JPEGs
-much larger than S are decoded at a reduced DCT scale (`draft`), never below S.
+'square' mode resizes the whole image to S×S (bilinear) and slices the C×C window out of it:
+the pixels of the decoded cache (`square_image`) cropped on the device, exactly. 'shorter'
+mode resizes only the crop window's box to C×C (PIL `resize(box=...)`), one resampling step
+that matches resizing first up to ±1 grey level (PIL's pass order can differ). JPEGs much
+larger than S are decoded at a reduced DCT scale (`draft`), never below S.
 """
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from fgvc_jax.data import images
 from fgvc_jax.data.errors import DataError
 
 
@@ -45,18 +46,31 @@ class Augment:
 
 
 def _open(data: bytes, aug: Augment) -> tuple[Image.Image, int, int]:
-    """Decoded RGB image and its size after resizing to S (per `aug.mode`)."""
-    im = Image.open(io.BytesIO(data))
-    w, h = im.size
-    tw, th = (aug.resize, aug.resize) if aug.mode == "square" else (
-        max(aug.crop, round(w * aug.resize / min(w, h))),
-        max(aug.crop, round(h * aug.resize / min(w, h))))
-    im.draft("RGB", (tw, th))
-    return im.convert("RGB"), tw, th
+    """The RGB image as seen (`images.open_as_seen`: EXIF orientation applied; records hold
+    either such a JPEG or an RGB PNG) and its size after resizing to S (per `aug.mode`)."""
+    target = []
+
+    def draft(w, h):
+        target.append((aug.resize, aug.resize) if aug.mode == "square" else (
+            max(aug.crop, round(w * aug.resize / min(w, h))),
+            max(aug.crop, round(h * aug.resize / min(w, h)))))
+        return target[0]
+
+    im = images.open_as_seen(data, draft=draft)
+    return im, *target[0]
+
+
+def square_image(data: bytes, size: int) -> np.ndarray:
+    """The image resized to size×size (bilinear): an entry of the decoded cache."""
+    im, tw, th = _open(data, Augment(size, size))
+    return np.asarray(im.resize((tw, th), Image.BILINEAR), dtype=np.uint8)
 
 
 def _resized_crop(im: Image.Image, tw: int, th: int, x: int, y: int, c: int) -> Image.Image:
-    """Crop (x, y, c, c) of `im` resized to (tw, th), in one resampling step."""
+    """Crop (x, y, c, c) of `im` resized to (tw, th): in 'square' mode (tw = th) the whole
+    image is resized and the window sliced out; else only the window's box is resized."""
+    if tw == th:
+        return im.resize((tw, th), Image.BILINEAR).crop((x, y, x + c, y + c))
     sx, sy = im.width / tw, im.height / th
     return im.resize((c, c), Image.BILINEAR, box=(x * sx, y * sy, (x + c) * sx, (y + c) * sy))
 

@@ -99,7 +99,7 @@ def test_user_folder(tmp_path):
     _assert_prepared(config, names, expected)
 
 
-def test_grayscale_and_png_stored_as_rgb_jpeg(tmp_path):
+def test_grayscale_and_png_stored_as_rgb(tmp_path):
     names, expected = fakes.class_folders(tmp_path / "mine")
     Image.new("L", (20, 10), 128).save(tmp_path / "mine" / "train" / "Acer" / "img_0.jpg")
     Image.new("RGB", (12, 8), (1, 2, 3)).save(tmp_path / "mine" / "test" / "Acer" / "x.png")
@@ -109,7 +109,7 @@ def test_grayscale_and_png_stored_as_rgb_jpeg(tmp_path):
     for split in ("train", "test"):
         for r in _records(config, split):
             image = Image.open(io.BytesIO(r["image"]))
-            assert (image.format, image.mode) == ("JPEG", "RGB")
+            assert image.mode == "RGB" and image.format in ("JPEG", "PNG")  # PNG: lossless
 
 
 def test_prepare_is_idempotent(tmp_path, manual):

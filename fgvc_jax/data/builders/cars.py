@@ -18,21 +18,22 @@ class StanfordCars(base.ManualBuilder, skip_registration=True):
 
     @classmethod
     def locate(cls, manual_dir: Path, extract_dir: Path):
-        """Gathers the four parts in `extract_dir` (links to folders, archives extracted)."""
+        """Gathers the four parts in `extract_dir` (links to folders, archives extracted, again
+        if they changed)."""
         parts = (("cars_train", "cars_train.tgz"), ("cars_test", "cars_test.tgz"),
                  ("devkit", "car_devkit.tgz"))
         if not any((manual_dir / p).exists() for pair in parts for p in pair):
             return None
         extract_dir.mkdir(parents=True, exist_ok=True)
         for folder, archive in parts:
-            if not (extract_dir / folder).exists():
-                if (manual_dir / folder).is_dir():
+            if (manual_dir / folder).is_dir():
+                if not (extract_dir / folder).exists():
                     (extract_dir / folder).symlink_to((manual_dir / folder).resolve())
-                elif (manual_dir / archive).is_file():
-                    base.extract(manual_dir / archive, extract_dir)
-                else:
-                    raise DataError(
-                        f"Stanford Cars: missing {folder}/ or {archive} in {manual_dir}.")
+            elif (manual_dir / archive).is_file():
+                base.extract(manual_dir / archive, extract_dir)
+            elif not (extract_dir / folder).exists():
+                raise DataError(
+                    f"Stanford Cars: missing {folder}/ or {archive} in {manual_dir}.")
         labels = next((d / TEST_LABELS for d in (manual_dir, manual_dir / "devkit",
                                                    extract_dir / "devkit")
                        if (d / TEST_LABELS).is_file()), None)

@@ -29,17 +29,21 @@ class StanfordDogs(base.ManualBuilder, skip_registration=True):
 
     @classmethod
     def locate(cls, manual_dir: Path, extract_dir: Path):
-        for root in (manual_dir, extract_dir):
-            if (root / "Images").is_dir() and (root / "train_list.mat").is_file():
-                return root
+        """The user's extracted files, else the archives (extracted again if they changed),
+        else what an earlier extraction left."""
+        def complete(root):
+            return (root / "Images").is_dir() and (root / "train_list.mat").is_file()
+
+        if complete(manual_dir):
+            return manual_dir
         if (manual_dir / "images.tar").is_file() and (manual_dir / "lists.tar").is_file():
             base.extract(manual_dir / "images.tar", extract_dir)
             base.extract(manual_dir / "lists.tar", extract_dir)
             return extract_dir
-        return None
+        return extract_dir if complete(extract_dir) else None
 
     def read_source(self, root):
-        names = sorted(d.name for d in (root / "Images").iterdir() if d.is_dir())
+        names = [d.name for d in base.visible(root / "Images") if d.is_dir()]
         splits = {}
         for split in ("train", "test"):
             mat = load_mat(root / f"{split}_list.mat")

@@ -1,4 +1,11 @@
-"""Class-folder datasets: the user's `root/<split>/<class>/*.jpg`, and WebFG-496."""
+"""Class-folder datasets: the user's `root/<split>/<class>/*.jpg`, and WebFG-496.
+
+A user's folder is fingerprinted when prepared (`fingerprint`: the list of its image files
+with their sizes and modification times), so that a folder changed since can be rebuilt.
+Hidden folders and files (names starting with '.') are neither splits, classes nor images.
+"""
+import hashlib
+import re
 from pathlib import Path
 
 from fgvc_jax.data.builders import base
@@ -9,6 +16,9 @@ def read_class_folders(root: Path, splits: dict[str, str]):
     """Class names (sorted folder names) and items of each `root/<folder>/<class>/` split."""
     found = {}
     for split, folder in splits.items():
+        if not re.fullmatch(r"[\w-]+", split):
+            raise DataError(f"Split folder {root / folder}/: a split name may hold only letters, "
+                            "digits, '_' and '-'; rename the folder.")
         if not (root / folder).is_dir():
             raise DataError(f"Missing split folder {root / folder}/ (expected "
                             f"{root}/<split>/<class>/*.jpg).")
@@ -33,8 +43,22 @@ class ImageFolder(base.ManualBuilder, skip_registration=True):
         if not root.is_dir():
             raise DataError(f"config.folder_root={root} is not a folder "
                             "(expected root/<split>/<class>/*.jpg).")
-        splits = sorted(d.name for d in root.iterdir() if d.is_dir())
+        self.info.metadata["fingerprint"] = fingerprint(root)
+        splits = [d.name for d in base.visible(root) if d.is_dir()]
         return read_class_folders(root, {s: s for s in splits})
+
+
+def fingerprint(root: Path) -> dict:
+    """{'digest', 'images'}: a SHA-256 of every image path of `root/<split>/<class>/` (hidden
+    ones left out) with its size and modification time in ns, and how many there are."""
+    h, n = hashlib.sha256(), 0
+    for split in (d for d in base.visible(root) if d.is_dir()):
+        for c, paths in base.class_folders(split).items():
+            for p in paths:
+                st = p.stat()
+                h.update(f"{split.name}/{c}/{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+                n += 1
+    return {"digest": h.hexdigest(), "images": n}
 
 
 class _WebFG(base.ManualBuilder, skip_registration=True):
