@@ -1,8 +1,8 @@
 """python -m fgvc_jax.convert --arch swin_base_patch4_window12_384 --src FILE --out DIR [--check]
 
-Converts torchvision / timm / official-Swin weights to an orbax checkpoint of flax variables.
-With --check (needs torch) it also prints the per-stage max abs difference against the
-PyTorch model on a random input."""
+Converts torchvision (ResNet, DenseNet) / timm / official-Swin weights to an orbax checkpoint
+of flax variables. With --check (needs torch) it also prints the per-stage max abs difference
+against the PyTorch model on a random input."""
 import argparse
 import sys
 import time
@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from fgvc_jax.convert import store
-from fgvc_jax.convert.archs import ARCHS, build, convert_state_dict
+from fgvc_jax.convert.archs import ARCHS, build, convert_state_dict, densenet_key
 from fgvc_jax.convert.source import ConversionError, read_state_dict
 
 
@@ -20,7 +20,13 @@ def check(arch: str, sd: dict, variables: dict, num_classes: int, img_size: int)
     from fgvc_jax.convert import torch_reference as ref
     tmodel = ref.torch_model(arch, num_classes=num_classes or 1000).eval()
     if num_classes == 0:
-        tmodel.reset_classifier(0) if hasattr(tmodel, "reset_classifier") else setattr(tmodel, "fc", torch.nn.Identity())
+        if hasattr(tmodel, "reset_classifier"):
+            tmodel.reset_classifier(0)
+        else:
+            name = "classifier" if arch.startswith("densenet") else "fc"
+            setattr(tmodel, name, torch.nn.Identity())
+    if arch.startswith("densenet"):
+        sd = {densenet_key(k): v for k, v in sd.items()}
     missing, unexpected = tmodel.load_state_dict(
         {k: torch.from_numpy(v) for k, v in ref.timm.models.swin_transformer.checkpoint_filter_fn(sd, tmodel).items()}
         if arch.startswith("swin") else {k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
@@ -51,7 +57,8 @@ def main(argv=None) -> int:
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    head = variables["params"].get("fc") or variables["params"].get("head", {}).get("fc")
+    params = variables["params"]
+    head = params.get("fc") or params.get("classifier") or params.get("head", {}).get("fc")
     n = 0 if head is None else int(head["kernel"].shape[1])
     out = store.save(args.out, variables, {"arch": args.arch, "src": args.src, "num_classes": n})
     print(f"wrote {out} ({len(sd)} source tensors, {n} classes) in {time.time() - t0:.1f} s")

@@ -1,17 +1,19 @@
-"""Architectures the converter knows: torchvision ResNets and timm / official Swin releases."""
+"""Architectures the converter knows: torchvision ResNets and DenseNets, timm / official Swin
+releases."""
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fgvc_jax.backbones import densenet as densenet_lib
 from fgvc_jax.backbones import resnet as resnet_lib
 from fgvc_jax.backbones import swin as swin_lib
 from fgvc_jax.convert.mapping import convert
 from fgvc_jax.convert.source import ConversionError, read_state_dict
 
-ARCHS = sorted(resnet_lib.ARCHS) + sorted(swin_lib.ARCHS)
-_HEAD = re.compile(r"^(fc|head|head\.fc)\.(weight|bias)$")
+ARCHS = sorted(resnet_lib.ARCHS) + sorted(densenet_lib.ARCHS) + sorted(swin_lib.ARCHS)
+_HEAD = re.compile(r"^(fc|classifier|head|head\.fc)\.(weight|bias)$")
 _SWIN_BUFFERS = ("relative_position_index", "attn_mask")
 
 
@@ -19,6 +21,8 @@ def build(arch: str, num_classes: int = 0, **overrides):
     """The flax backbone for `arch` (overrides: e.g. stem_pool, dilate_conv5, img_size, window_size)."""
     if arch in resnet_lib.ARCHS:
         return resnet_lib.resnet(arch, num_classes=num_classes, **overrides)
+    if arch in densenet_lib.ARCHS:
+        return densenet_lib.densenet(arch, num_classes=num_classes, **overrides)
     if arch in swin_lib.ARCHS:
         return swin_lib.swin(arch, num_classes=num_classes, **overrides)
     raise ConversionError(f"unknown arch {arch!r}; expected one of {ARCHS}")
@@ -31,8 +35,20 @@ def _official_swin_to_timm(key: str) -> str:
     return re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
 
 
+# torchvision's published DenseNet weights name the dense layer's modules 'norm.1', 'conv.2'
+# (dots are no longer allowed in module names); torchvision's `_load_state_dict` renames them
+# with this pattern. Both forms are accepted.
+_DENSENET_LEGACY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
+
+
+def densenet_key(key: str) -> str:
+    """`features.denseblock1.denselayer1.norm.1.weight` → `....denselayer1.norm1.weight`."""
+    return _DENSENET_LEGACY.sub(r"\1\2", key)
+
+
 def _head_classes(sd: dict[str, np.ndarray]) -> int:
-    for k in ("fc.weight", "head.fc.weight", "head.weight"):
+    for k in ("fc.weight", "classifier.weight", "head.fc.weight", "head.weight"):
         if k in sd:
             return sd[k].shape[0]
     return 0
@@ -46,11 +62,14 @@ def convert_state_dict(arch: str, sd: dict[str, np.ndarray], num_classes: int | 
     keep_head = num_classes is None or (num_classes and num_classes == _head_classes(sd))
     n = _head_classes(sd) if keep_head else 0
     model = build(arch, n, **overrides)
-    shape = (1, 64, 64, 3) if arch in resnet_lib.ARCHS else (1, model.img_size, model.img_size, 3)
+    size = model.img_size if arch in swin_lib.ARCHS else 64
+    shape = (1, size, size, 3)
     target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.float32)))
     target = dict(target)
     rename, windows = (lambda k: k), None
     drop_buffers = ("num_batches_tracked",)
+    if arch in densenet_lib.ARCHS:
+        rename = densenet_key
     if arch in swin_lib.ARCHS:
         drop_buffers = _SWIN_BUFFERS
         if "layers.0.downsample.reduction.weight" in sd:
