@@ -1,7 +1,7 @@
 """Every method's training and inference throughput, JAX next to the PyTorch reference model of
 the same backbone (torchvision ResNet-50 / timm Swin-B, plain classifier) in one run.
 
-JAX side: the trainer's own jitted train step (`train.make_train_step`: the method's loss,
+JAX side: the trainer's own jitted train step (`step.make_train_step`: the method's loss,
 its optimizer from `configs/<method>.py:cub`, BN statistics, donation) and its inference
 (`network.apply(train=False)` + `Method.predict`), at the paper resolution (448 ResNet, 384
 Swin) on uint8 images. PyTorch side: `bench.backbones.prepare_torch` (SGD momentum step,
@@ -66,25 +66,25 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from fgvc_jax import optim, parallel, train
+    from fgvc_jax import optim, parallel, state as state_lib, step as step_lib
     from fgvc_jax.data import preprocess
 
     config = method_config(name, batch, bf16)
-    method = train.create_method(config, NUM_CLASSES)
+    method = state_lib.create_method(config, NUM_CLASSES)
     size = int(config.data.crop)
-    dtype = train.compute_dtype(config)
+    dtype = method.dtype
     mesh = parallel.make_mesh()
-    variables = train.init_variables(method, (size, size, 3), config.seed, dtype)
+    variables = state_lib.init_variables(method, (size, size, 3), config.seed, dtype)
     tx = optim.create_optimizer(config.optim, variables["params"], method.param_groups(),
                                 total_steps=1000, steps_per_epoch=100)
-    state = train.create_train_state(method, tx, variables, mesh)
+    state = state_lib.create_train_state(tx, variables, mesh)
     del variables
     rng = np.random.default_rng(0)
     batch_host = {"image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
                   "label": (np.arange(batch) % NUM_CLASSES).astype(np.int32)}
     data = parallel.host_to_global(batch_host, mesh)
 
-    step_fn = train.make_train_step(method, tx, config, mesh)
+    step_fn = step_lib.make_train_step(method, tx, config, mesh)
     t0 = time.perf_counter()
     step = step_fn.lower(state, data).compile()
     train_compile = time.perf_counter() - t0

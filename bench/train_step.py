@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fgvc_jax import optim, parallel, train  # noqa: E402
+from fgvc_jax import optim, parallel, state as state_lib, step as step_lib, train  # noqa: E402
 
 PAPER = ("baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc")
 
@@ -30,9 +30,8 @@ def _config(method: str, arg: str):
 
 
 def _setup(config, num_classes: int, image: int):
-    method = train.create_method(config, num_classes)
-    dtype = train.compute_dtype(config)
-    shapes = jax.eval_shape(lambda: train.init_variables(method, (image, image, 3), 0, dtype))
+    method = state_lib.create_method(config, num_classes)
+    shapes = state_lib.variable_shapes(method, (image, image, 3), 0, method.dtype)
     tx = optim.create_optimizer(config.optim, shapes["params"], method.param_groups(),
                                 total_steps=1000, steps_per_epoch=100)
     return method, tx, shapes
@@ -52,9 +51,9 @@ def overhead(method_name: str, steps: int, data_dir: str) -> dict:
     mesh = parallel.make_mesh()
     s = config.method.image_size
     method, tx, _ = _setup(config, config.data.synthetic.num_classes, s)
-    variables = train.init_variables(method, (s, s, 3), 0, train.compute_dtype(config))
-    state = train.create_train_state(method, tx, variables, mesh)
-    step = train.make_train_step(method, tx, config, mesh)
+    variables = state_lib.init_variables(method, (s, s, 3), 0, method.dtype)
+    state = state_lib.create_train_state(tx, variables, mesh)
+    step = step_lib.make_train_step(method, tx, config, mesh)
     r = np.random.default_rng(0)
     b = config.train.batch_size
     batch = parallel.host_to_global(
@@ -79,11 +78,11 @@ def memory(method_name: str, num_classes: int = 200) -> dict:
     s = config.method.image_size
     method, tx, shapes = _setup(config, num_classes, s)
     dat = parallel.data_sharded(mesh)
-    state = train.abstract_state(tx, shapes, mesh)  # shapes, no values
+    state = state_lib.abstract_state(tx, shapes, mesh)  # shapes, no values
     b = config.train.batch_size
     batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=dat),
              "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=dat)}
-    step = train.make_train_step(method, tx, config, mesh)
+    step = step_lib.make_train_step(method, tx, config, mesh)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0

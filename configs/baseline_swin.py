@@ -1,7 +1,7 @@
 """Baseline: Swin-B/384 + LayerNorm + GAP + Dense K (timm head layout), SwinFC's recipe.
 
 Reported top-1 (as the Swin-B baseline in the SwinFC paper's tables): CUB-200-2011 91.1,
-NABirds 89.2, WebFG-496 average 80.98. Recipe (METHODS.md §4, §5): resize 512 → random crop
+NABirds 89.2, WebFG-496 average 80.98. Recipe (docs/methods.md §4, §5): resize 512 → random crop
 384, flip, random rotation; test resize 512 → center crop 384; SGD momentum 0.9, batch 32,
 cosine, lr 2e-3 backbone / 5e-3 head (NABirds, WebFG: 3e-2 both), 100 epochs, wd 5e-4.
 
@@ -11,11 +11,9 @@ Reproduce CUB:
       --config.train.dtype=bfloat16
 CPU check: python -m fgvc_jax.main --config configs/baseline_swin.py:synthetic --workdir runs/s
 """
-import os
-import sys
+from fgvc_jax import configs_common as common
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import common, swinfc  # noqa: E402
+swinfc = common.sibling(__file__, "swinfc")
 
 
 def get_config(arg=None):

@@ -74,13 +74,17 @@ class Checkpoints:
         state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
         return state, step
 
-    def restore_for_eval(self, abstract_state: Any, which: str = "best"
-                         ) -> tuple[Any, int] | None:
-        """As `restore`; 'best' falls back to 'latest' (a run not yet evaluated has no best)."""
-        restored = self.restore(abstract_state, which)
-        if restored is None and which == "best":
-            restored = self.restore(abstract_state, "latest")
-        return restored
+    def find(self, which: str = "best") -> tuple[str, int] | None:
+        """(folder, step) of the best or latest checkpoint; 'best' falls back to 'latest' (a
+        run not yet evaluated has no best); None if there is none. For restoring the
+        variables alone (`state.restore_variables`)."""
+        if which not in ("latest", "best"):
+            raise ValueError(f"checkpoint {which!r}; valid: latest, best")
+        for mgr in ([self.best, self.latest] if which == "best" else [self.latest]):
+            step = mgr.latest_step()
+            if step is not None:
+                return str(mgr.directory / str(step)), step
+        return None
 
     def wait(self) -> None:
         self.latest.wait_until_finished()

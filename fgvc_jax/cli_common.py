@@ -46,13 +46,13 @@ def run(main, define_tool_flags) -> None:
 
 def image_paths(argv: list[str], tool: str) -> list[str]:
     """The image files named by the positional arguments (folders expanded); usage if none."""
-    from fgvc_jax import predict
+    from fgvc_jax import image_files
     from fgvc_jax.trained import ToolError
 
     if len(argv) < 2:
         raise ToolError(f"no images given: python -m fgvc_jax.{tool} --workdir DIR "
                         "IMAGE_OR_FOLDER...")
-    return predict.expand_paths(argv[1:])
+    return image_files.expand_paths(argv[1:])
 
 
 def load_trained():

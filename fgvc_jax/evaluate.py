@@ -3,10 +3,11 @@
 Reports top-1/top-5 of every head and of the method's combined prediction, single view and
 (separately, never mixed in) horizontal-flip test-time augmentation; per-class accuracy; the
 most confused class pairs; a confusion-matrix PNG and a JSON report in the workdir.
+Scores are the method's own (`Method.scores`), as in the trainer's evaluation.
 
 Flip TTA averages the two views' softmaxes per head, and the two views' combined prediction
 (`Method.predict`) for 'combined'. Single-view numbers are computed exactly as the trainer's
-evaluation (`train.eval_step`: top-k of each head's logits and of the combined prediction).
+evaluation (`step.eval_step`: top-k of each head's logits and of the combined prediction).
 """
 from __future__ import annotations
 
@@ -33,9 +34,7 @@ def make_topk_fn(trained: Trained, mesh, flip: bool, k: int = 5):
 
     def scores(variables, images):
         out = method.network.apply(variables, trained.normalize(images), train=False)
-        s = {n: v.astype(jnp.float32) for n, v in out.logits.items()}
-        s["combined"] = method.predict(out).astype(jnp.float32)
-        return s
+        return method.scores(out)
 
     def probs(s):
         return {n: v if n == "combined" else jax.nn.softmax(v, -1) for n, v in s.items()}

@@ -1,22 +1,18 @@
-"""Grad-CAM of every stage of any method's network, and the intermediate maps the explainer
-shows, without changing the network's code: flax `nn.intercept_methods` taps the calls.
-
-Stages tapped: the backbone's `stage(i, ...)` outputs (ResNet `conv{i+1}_x`, Swin `stage{i}`)
-for networks with a `backbone`; otherwise (attention_cnn) the network's own convolutions and
-its `attention` block. A zero "probe" is added to each tapped output, so that the gradient of
-the score with respect to the probe is the gradient with respect to that stage's activation.
+"""Grad-CAM of every backbone stage of any method's network, without changing the network's
+code: flax `nn.intercept_methods` taps the backbone's `stage(i, ...)` calls (ResNet
+`conv{i+1}_x`, Swin `stage{i}`); a network without a backbone (attention_cnn) has its own
+convolutions and its `attention` block tapped. A zero "probe" is added to each tapped output,
+so that the gradient of the score with respect to the probe is the gradient with respect to
+that stage's activation.
 
 Grad-CAM (Selvaraju et al. 2017): w_c = mean_{h,w} ∂y/∂A_c, CAM = ReLU(Σ_c w_c A_c), where the
 score y is the target class's logit summed over all of the method's heads (for one-head
 methods exactly the usual class logit).
 
-Also recorded (`extras`, by module path): each HybridAttention's input and map (MA-EA), each
-CRAM's enhanced output X_e (CRA-SMRA), stage-4 attention of a `return_attn` stage call and the
-backbone's final norm output (SwinFC).
+The same forward pass asks the network for its own maps (`explain=True`): they come back in
+`Outputs.aux['maps']`, so this module knows nothing of any method.
 """
 from __future__ import annotations
-
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,12 +20,6 @@ import jax.numpy as jnp
 
 from fgvc_jax.backbones.resnet import ResNet
 from fgvc_jax.backbones.swin import SwinTransformer
-from fgvc_jax.layers.cram import CRAM
-from fgvc_jax.layers.hybrid import HybridAttention
-
-
-def _path(module: nn.Module) -> str:
-    return "/".join(module.scope.path) if module.scope is not None else module.name
 
 
 def tap_name(module: nn.Module, method_name: str, args: tuple, top: nn.Module) -> str | None:
@@ -47,35 +37,24 @@ def tap_name(module: nn.Module, method_name: str, args: tuple, top: nn.Module) -
 
 def apply_with_taps(network: nn.Module, variables: dict, x: jax.Array,
                     probes: dict[str, jax.Array] | None = None):
-    """network.apply(variables, x, train=False) with the taps: returns (Outputs, stage
-    activations {name: (B, H, W, C)} with `probes` added, extras {key: array or list})."""
-    acts: dict[str, Any] = {}
-    extras: dict[str, Any] = {}
+    """network.apply(variables, x, train=False, explain=True) with the taps: returns
+    (Outputs, stage activations {name: (B, H, W, C)} with `probes` added)."""
+    acts: dict[str, jax.Array] = {}
 
     def interceptor(next_fun, args, kwargs, context):
-        module, name = context.module, context.method_name
         out = next_fun(*args, **kwargs)
-        stage = tap_name(module, name, args, network)
-        if stage is not None:
-            y, rest = (out[0], tuple(out[1:])) if isinstance(out, tuple) else (out, None)
-            if probes is not None:
-                y = y + probes[stage].astype(y.dtype)
-            acts[stage] = y
-            if rest:
-                extras[f"attn/{stage}"] = rest[0]
-            out = (y,) + rest if rest is not None else y
-        elif name == "__call__" and isinstance(module, HybridAttention):
-            extras[f"ma/{_path(module)}"] = (args[0], out[1])
-        elif name == "__call__" and isinstance(module, CRAM):
-            extras[f"cram/{_path(module)}"] = out[0]
-        elif (name == "__call__" and module.name == "norm"
-              and isinstance(module.parent, SwinTransformer)):
-            extras["swin_norm"] = out
-        return out
+        stage = tap_name(context.module, context.method_name, args, network)
+        if stage is None:
+            return out
+        y, rest = (out[0], tuple(out[1:])) if isinstance(out, tuple) else (out, None)
+        if probes is not None:
+            y = y + probes[stage].astype(y.dtype)
+        acts[stage] = y
+        return (y,) + rest if rest is not None else y
 
     with nn.intercept_methods(interceptor):
-        outputs = network.apply(variables, x, train=False)
-    return outputs, acts, extras
+        outputs = network.apply(variables, x, train=False, explain=True)
+    return outputs, acts
 
 
 def target_score(outputs, targets: jax.Array) -> jax.Array:
@@ -93,19 +72,20 @@ def cam_from(act: jax.Array, grad: jax.Array) -> jax.Array:
 
 def grad_cam(method, variables: dict, x: jax.Array, targets: jax.Array | None = None):
     """Grad-CAM of every tapped stage for normalised images `x`. `targets` (B,) default to
-    the method's predicted classes. Returns (cams {stage: (B, H, W)}, probs (B, K),
-    targets, extras of the forward pass)."""
+    the classes of the method's combined score. Returns (cams {stage: (B, H, W)}, the
+    method's scores {head | 'combined': (B, K)}, targets, the method's maps
+    {title: (B, h, w)})."""
     network = method.network
     if targets is None:
-        outputs, _, _ = apply_with_taps(network, variables, x)
-        targets = jnp.argmax(method.predict(outputs), axis=-1)
+        outputs, _ = apply_with_taps(network, variables, x)
+        targets = jnp.argmax(method.scores(outputs)["combined"], axis=-1)
     shapes = jax.eval_shape(lambda: apply_with_taps(network, variables, x)[1])
     probes = {k: jnp.zeros(s.shape, jnp.float32) for k, s in shapes.items()}
 
     def score(probes):
-        outputs, acts, extras = apply_with_taps(network, variables, x, probes)
-        return target_score(outputs, targets), (outputs, acts, extras)
+        outputs, acts = apply_with_taps(network, variables, x, probes)
+        return target_score(outputs, targets), (outputs, acts)
 
-    grads, (outputs, acts, extras) = jax.grad(score, has_aux=True)(probes)
+    grads, (outputs, acts) = jax.grad(score, has_aux=True)(probes)
     cams = {k: cam_from(acts[k], grads[k]) for k in acts}
-    return cams, method.predict(outputs).astype(jnp.float32), targets, extras
+    return cams, method.scores(outputs), targets, outputs.aux["maps"]

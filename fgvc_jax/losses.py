@@ -1,4 +1,4 @@
-"""Losses of the methods (METHODS.md §2–4): cross-entropy, SMRAM diversity, TransFG-form
+"""Losses of the methods (docs/methods.md §2–4): cross-entropy, SMRAM diversity, TransFG-form
 contrastive. All return float32 scalars (batch means)."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
 
 
 def diversity_loss(probs):
-    """SMRAM diversity loss (METHODS.md §2): probs P (B, S, H·W), each row a softmax over
+    """SMRAM diversity loss (docs/methods.md §2): probs P (B, S, H·W), each row a softmax over
     positions; channel-wise max pooling g_k = max_s P_{s,k};
     L_div = 1 − (1/S)·Σ_k g_k, batch mean (S = 3: range [0, 2/3], 0 when the maps peak at
     S distinct places, 2/3 when they are identical one-hots)."""
@@ -31,8 +31,8 @@ def diversity_loss(probs):
 
 
 def contrastive_loss(features, labels, margin: float = 0.4):
-    """TransFG contrastive loss (METHODS.md §4): cos = normalised Z Zᵀ; mean over all B² pairs
-    (diagonal included) of (1 − cos) for equal labels and max(cos − α, 0) otherwise, α = 0.4."""
+    """TransFG contrastive loss (SwinFC Eq. 15): cos = normalised Z Zᵀ; mean over all B²
+    pairs (diagonal included) of (1 − cos) for equal labels and max(cos − α, 0) otherwise, α = 0.4."""
     z = l2_normalize(features.astype(jnp.float32))
     cos = z @ z.T
     same = (labels[:, None] == labels[None, :]).astype(jnp.float32)

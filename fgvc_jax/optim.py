@@ -23,6 +23,8 @@ import ml_collections
 import optax
 from flax import traverse_util
 
+from fgvc_jax import lengths
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
 
@@ -102,9 +104,7 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any,
             f"config.optim.lr has no learning rate for parameter group(s) {missing}; the "
             f"method's groups are {list(groups) + (['new'] if 'new' not in groups else [])}, "
             f"config.optim.lr has {sorted(lrs)}.")
-    warmup = config.get("warmup_steps", 0)
-    if config.get("warmup_epochs", 0) > 0:
-        warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    warmup = lengths.steps("warmup", config, steps_per_epoch)
     wd_mask = regex_mask(params, config.wd_mask)
     factory = _group_optimizer(config, wd_mask)
     transforms = {

@@ -1,7 +1,8 @@
 """Data parallelism: multi-process start-up, the device mesh and its shardings.
 
-One program over a `Mesh(('data',))` of all devices of all processes (DESIGN.md, Conventions):
-parameters are replicated, batches are sharded on 'data', and GSPMD inserts the all-reduces
+One program over a `Mesh(('data',))` of all devices of all processes (the current JAX form
+of pmap data parallelism): parameters are replicated, batches are sharded on 'data', and
+GSPMD inserts the all-reduces
 (gradient mean, BatchNorm statistics over the global batch).
 """
 from __future__ import annotations

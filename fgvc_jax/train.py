@@ -1,9 +1,7 @@
-"""The generic trainer: train state, jitted train/eval steps over the device mesh, the loop.
+"""The training loop: resume, step, log, evaluate, checkpoint (and `--mode eval`).
 
-The trainer knows nothing of any method (DESIGN.md): it asks `config.method` for a `Method`
-(network, loss with named terms, prediction rule, parameter groups) and `config.data` for
-iterators. One jitted step runs over a `Mesh(('data',))` of all devices of all processes:
-parameters replicated, batch sharded, BatchNorm statistics over the global batch.
+The trainer knows nothing of any method: `Experiment` builds the run from the config (dataset,
+method, mesh, lengths), `state` the train state, `step` the jitted steps.
 
 Determinism: the dropout key of step s is `fold_in(key(seed), s)` and the data iterator is
 positioned at the restored step, so an interrupted run resumed from its checkpoint ends with
@@ -11,192 +9,28 @@ bitwise the same parameters as an uninterrupted one.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import itertools
 import json
-import math
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
-import flax.struct
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from etils import epath
 from flax import traverse_util
 
 from fgvc_jax import checkpoints as ckpt_lib
-from fgvc_jax import optim, parallel
-from fgvc_jax.data import preprocess
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from fgvc_jax import optim, parallel, state as state_lib, step as step_lib
+from fgvc_jax.experiment import Experiment
 
 
 class Preempted(Exception):
     """Raised after the checkpoint of a SIGTERM (pre-emption) has been written."""
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything a checkpoint holds; the data position and RNG follow from `step`."""
-
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-
-    def variables(self) -> dict:
-        v = {"params": self.params}
-        if self.batch_stats:
-            v["batch_stats"] = self.batch_stats
-        return v
-
-
-# ---------------------------------------------------------------------------------------------
-# Building blocks (pure functions of the config; the tests drive them directly).
-
-
-def compute_dtype(config: ml_collections.ConfigDict):
-    name = config.train.dtype
-    if name not in DTYPES:
-        raise ValueError(f"config.train.dtype={name!r}; valid: {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def create_method(config: ml_collections.ConfigDict, num_classes: int):
-    """The `Method` of `config.method`, computing in `config.train.dtype` (params stay fp32)."""
-    from fgvc_jax.methods import registry
-
-    mconf = config.method
-    if "dtype" in mconf and mconf.dtype != config.train.dtype:
-        mconf = ml_collections.ConfigDict(mconf.to_dict())
-        mconf.dtype = config.train.dtype
-    return registry.create(mconf, num_classes)
-
-
-def init_variables(method, image_shape: tuple[int, ...], seed: int, dtype) -> dict:
-    """Fresh variables of the method's network (in training mode, so that training-only
-    modules create their parameters)."""
-    def init():
-        x = jnp.zeros((2,) + tuple(image_shape), dtype)
-        key = jax.random.key(seed)
-        rngs = {"params": jax.random.fold_in(key, 1), "dropout": jax.random.fold_in(key, 2)}
-        return dict(method.network.init(rngs, x, train=True))
-
-    return jax.jit(init)()
-
-
-def create_train_state(method, tx: optax.GradientTransformation, variables: dict,
-                       mesh) -> TrainState:
-    """Train state at step 0, replicated over the mesh."""
-    return jax.jit(functools.partial(state_from_variables, tx),
-                   out_shardings=parallel.replicated(mesh))(variables)
-
-
-def state_from_variables(tx: optax.GradientTransformation, variables: dict) -> TrainState:
-    """Train state at step 0 around `variables` ({'params', ['batch_stats']})."""
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables.get("batch_stats", {}),
-                      opt_state=tx.init(variables["params"]))
-
-
-def abstract_state(tx: optax.GradientTransformation, variable_shapes: dict, mesh) -> TrainState:
-    """Shapes, dtypes and shardings of the train state around variables of `variable_shapes`
-    (from `jax.eval_shape(init_variables...)`), replicated: what checkpoints are restored into."""
-    shapes = jax.eval_shape(functools.partial(state_from_variables, tx), variable_shapes)
-    rep = parallel.replicated(mesh)
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
-
-
-def train_step(state: TrainState, batch: dict, *, method, tx, seed: int, dtype,
-               accumulate: int = 1, split: Callable | None = None):
-    """One optimizer update on a global batch; returns (new state, metrics of this step)."""
-    network = method.network
-    has_bs = bool(state.batch_stats)
-    rng = jax.random.fold_in(jax.random.key(seed), state.step)
-
-    def grad_fn(params, batch_stats, mb, index):
-        def loss_fn(params):
-            variables = {"params": params}
-            if has_bs:
-                variables["batch_stats"] = batch_stats
-            images = preprocess.normalize(mb["image"], method.mean, method.std, dtype)
-            outputs, mutated = network.apply(
-                variables, images, train=True,
-                rngs={"dropout": jax.random.fold_in(rng, index)},
-                mutable=["batch_stats"] if has_bs else [])
-            loss, terms = method.loss(outputs, mb["label"])
-            probs = method.predict(outputs)
-            acc = jnp.mean((jnp.argmax(probs, -1) == mb["label"]).astype(jnp.float32))
-            aux = {**{f"loss/{k}": jnp.asarray(v, jnp.float32) for k, v in terms.items()},
-                   "train_top1": acc}
-            return loss.astype(jnp.float32), (aux, mutated.get("batch_stats", batch_stats))
-        return jax.value_and_grad(loss_fn, has_aux=True)(params)
-
-    (loss, aux), batch_stats, grads = optim.accumulate_gradients(
-        grad_fn, state.params, state.batch_stats, batch, accumulate, split)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
-    metrics.update({f"lr/{g}": lr for g, lr in optim.learning_rates(opt_state).items()})
-    return new_state, metrics
-
-
-def make_train_step(method, tx, config: ml_collections.ConfigDict, mesh):
-    """`train_step` jitted over `mesh`: state replicated (donated), batch sharded on 'data'."""
-    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    micro = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
-    split = lambda tree: jax.lax.with_sharding_constraint(tree, micro)
-    fn = functools.partial(train_step, method=method, tx=tx, seed=config.seed,
-                           dtype=compute_dtype(config), accumulate=config.optim.accumulate,
-                           split=split)
-    return jax.jit(fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=0)
-
-
-def eval_step(state: TrainState, batch: dict, *, method, dtype) -> dict:
-    """Sums over the valid (mask) examples of top-1/top-5 hits of every head and of the
-    method's combined prediction."""
-    images = preprocess.normalize(batch["image"], method.mean, method.std, dtype)
-    outputs = method.network.apply(state.variables(), images, train=False)
-    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-    scores = dict(outputs.logits)
-    scores["combined"] = method.predict(outputs)
-    sums = {"count": mask.sum()}
-    for name, s in scores.items():
-        k = min(5, s.shape[-1])
-        _, top = jax.lax.top_k(s.astype(jnp.float32), k)
-        hit = top == labels[:, None]
-        sums[f"top1/{name}"] = (hit[:, 0] * mask).sum()
-        sums[f"top5/{name}"] = (hit.any(-1) * mask).sum()
-    return sums
-
-
-def make_eval_step(method, config: ml_collections.ConfigDict, mesh):
-    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    fn = functools.partial(eval_step, method=method, dtype=compute_dtype(config))
-    return jax.jit(fn, in_shardings=(rep, dat), out_shardings=rep)
-
-
-def evaluate(eval_fn, state: TrainState, batches: Iterator[dict], mesh) -> dict[str, float]:
-    """Top-1/top-5 (percent) of every head over a finite iterator of padded batches."""
-    total = None
-    for batch in batches:
-        sums = eval_fn(state, _to_global(batch, ("image", "label", "mask"), mesh))
-        total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    if total is None:
-        raise ValueError("the evaluation split is empty")
-    total = jax.device_get(total)
-    count = float(total.pop("count"))
-    return {k: 100.0 * float(v) / count for k, v in sorted(total.items())} | {"count": count}
 
 
 def params_fingerprint(params) -> str:
@@ -208,83 +42,13 @@ def params_fingerprint(params) -> str:
     return h.hexdigest()[:16]
 
 
-def _to_global(batch: dict, keys, mesh) -> dict:
-    return parallel.host_to_global({k: batch[k] for k in keys}, mesh)
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop.
-
-
-def _prepare_data(data, config: ml_collections.ConfigDict):
-    """`data.prepare` on process 0 first (it may build the dataset into a shared data_dir),
-    then on the others once it is there."""
-    if jax.process_count() == 1:
-        return data.prepare(config)
-    from jax.experimental import multihost_utils
-
-    info = data.prepare(config) if jax.process_index() == 0 else None
-    multihost_utils.sync_global_devices("fgvc_jax:prepare_data")
-    return info if info is not None else data.prepare(config)
-
-
-class _Run:
-    """What a run needs, built once from the config (method, data, mesh, optimizer)."""
-
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-        from fgvc_jax import data
-
-        self.config, self.workdir, self.data = config, workdir, data
-        self.mesh = parallel.make_mesh()
-        self.batch_size = config.train.batch_size
-        self.eval_batch_size = config.train.get("eval_batch_size", 0) or self.batch_size
-        parallel.check_batch_size(self.batch_size, self.mesh)
-        parallel.check_batch_size(self.eval_batch_size, self.mesh, "train.eval_batch_size")
-        if self.batch_size % (config.optim.accumulate * self.mesh.devices.size):
-            raise ValueError(
-                f"config.train.batch_size={self.batch_size} must be a multiple of "
-                f"config.optim.accumulate ({config.optim.accumulate}) x devices "
-                f"({self.mesh.devices.size}).")
-        self.info = _prepare_data(data, config.data)
-        self.method = create_method(config, self.info.num_classes)
-        self.steps_per_epoch = max(self.info.num_examples["train"] // self.batch_size, 1)
-        t = config.train
-        self.num_steps = (t.num_steps if t.get("num_steps", 0) > 0
-                          else int(math.ceil(t.num_epochs * self.steps_per_epoch)))
-        self.eval_every = (t.eval_every_steps if t.get("eval_every_steps", 0) > 0 else
-                           int(round(t.get("eval_every_epochs", 0) * self.steps_per_epoch)))
-        self.dtype = compute_dtype(config)
-
-    def train_iterator(self, start_step: int):
-        return self.data.train_iterator(self.config.data, global_batch_size=self.batch_size,
-                                        seed=self.config.seed, start_step=start_step)
-
-    def eval_iterator(self):
-        return self.data.eval_iterator(self.config.data, global_batch_size=self.eval_batch_size)
-
-    def initial_variables(self, image_shape) -> dict:
-        variables = init_variables(self.method, image_shape, self.config.seed, self.dtype)
-        init = self.config.init
-        if init.get("pretrained"):
-            variables = ckpt_lib.load_pretrained(variables, init.pretrained,
-                                                 arch=self.method.backbone_arch,
-                                                 dont_load=init.get("dont_load", ""),
-                                                 backbone_kwargs=self.method.backbone_kwargs)
-        return variables
-
-    def optimizer(self, params) -> optax.GradientTransformation:
-        return optim.create_optimizer(self.config.optim, params, self.method.param_groups(),
-                                      total_steps=self.num_steps,
-                                      steps_per_epoch=self.steps_per_epoch)
-
-
 def _writer(workdir: str):
     if jax.process_index() == 0:
         return metric_writers.create_default_writer(workdir, asynchronous=True)
     return metric_writers.MultiWriter([])
 
 
-def _log_overview(run: _Run, params) -> None:
+def _log_overview(run: Experiment, params) -> None:
     if jax.process_index() != 0:
         return
     parameter_overview.log_parameter_overview(params)
@@ -377,30 +141,27 @@ def _write_json(path: str, obj: dict) -> None:
         epath.Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                       ) -> state_lib.TrainState:
     """Train `config` in `workdir` (resuming from its latest checkpoint), evaluate every
-    `eval_every` steps and at the end; write `<workdir>/config.json` and `<workdir>/eval.json`. Returns the final state."""
+    `eval_every` steps and at the end; write `<workdir>/config.json` and `<workdir>/eval.json`.
+    Returns the final state."""
     parallel.initialize_distributed()
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    run = _Run(config, workdir)
+    run = Experiment(config)
     t = config.train
     ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep, best_metric=t.best_metric)
     writer = _writer(workdir)
 
     start_step = ckpts.latest_step() or 0
     train_iter = run.train_iterator(start_step)
-    first = next(train_iter)
-    image_shape = tuple(np.shape(first["image"])[1:])
-    train_iter = itertools.chain([first], train_iter)
-
-    shapes = jax.eval_shape(lambda: init_variables(run.method, image_shape, config.seed,
-                                                   run.dtype))
+    shapes = run.variable_shapes()
     tx = run.optimizer(shapes["params"])
     if start_step > 0:
-        state, _ = ckpts.restore(abstract_state(tx, shapes, run.mesh), "latest")
+        state, _ = ckpts.restore(state_lib.abstract_state(tx, shapes, run.mesh), "latest")
         logging.info("Resumed from %s at step %d", ckpts.latest.directory, start_step)
     else:
-        state = create_train_state(run.method, tx, run.initial_variables(image_shape), run.mesh)
+        state = state_lib.create_train_state(tx, run.initial_variables(), run.mesh)
     _log_overview(run, state.params)
     if start_step == 0 and jax.process_index() == 0:
         writer.write_hparams(_hparams(config))
@@ -408,8 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json(indent=2))
 
-    step_fn = make_train_step(run.method, tx, config, run.mesh)
-    eval_fn = make_eval_step(run.method, config, run.mesh)
+    step_fn = step_lib.make_train_step(run.method, tx, config, run.mesh)
+    eval_fn = step_lib.make_eval_step(run.method, run.mesh)
     progress = periodic_actions.ReportProgress(num_train_steps=run.num_steps, writer=writer,
                                                every_steps=t.log_every, every_secs=None)
     sigterm = _Sigterm()
@@ -434,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     def do_eval(step: int) -> dict:
         t_start = time.perf_counter()
-        metrics = evaluate(eval_fn, state, run.eval_iterator(), run.mesh)
+        metrics = step_lib.evaluate(eval_fn, state.variables(), run.eval_iterator(), run.mesh)
         timing["eval_s"] += time.perf_counter() - t_start
         writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "count"})
         if t.best_metric not in metrics:
@@ -449,7 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     try:
         step = start_step
         for step in range(start_step + 1, run.num_steps + 1):
-            batch = _to_global(next(train_iter), ("image", "label"), run.mesh)
+            batch = next(train_iter)
+            batch = parallel.host_to_global({k: batch[k] for k in ("image", "label")}, run.mesh)
             state, metrics = step_fn(state, batch)
             pending.add(step, metrics)
             if to_log:  # log the previous log step now that this step is queued
@@ -514,22 +276,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     """`--mode eval`: evaluate the best (or latest) checkpoint of `workdir` on the test split
     and write `<workdir>/eval.json`."""
     parallel.initialize_distributed()
-    run = _Run(config, workdir)
-    ckpts = ckpt_lib.Checkpoints(workdir, keep=config.train.keep,
-                                 best_metric=config.train.best_metric)
-    batch = next(iter(run.eval_iterator()))
-    image_shape = tuple(np.shape(batch["image"])[1:])
-    shapes = jax.eval_shape(lambda: init_variables(run.method, image_shape, config.seed,
-                                                   run.dtype))
-    tx = run.optimizer(shapes["params"])
-    restored = ckpts.restore_for_eval(abstract_state(tx, shapes, run.mesh), which)
+    run = Experiment(config)
+    restored = state_lib.restore_workdir_variables(workdir, config, run.variable_shapes(),
+                                                   run.mesh, which)
     if restored is None:
         raise FileNotFoundError(f"No checkpoint in {os.path.abspath(workdir)} "
                                 "(checkpoints/ or best/): train first with --mode train.")
-    state, step = restored
-    metrics = evaluate(make_eval_step(run.method, config, run.mesh), state,
-                       run.eval_iterator(), run.mesh)
+    variables, step = restored
+    metrics = step_lib.evaluate(step_lib.make_eval_step(run.method, run.mesh), variables,
+                                run.eval_iterator(), run.mesh)
     result = {"step": int(step), "checkpoint": which, "metrics": metrics}
     _write_json(os.path.join(workdir, "eval.json"), result)
-    ckpts.close()
     return result

@@ -15,7 +15,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 CONFIG_FILE = "config.json"
 
@@ -32,7 +31,6 @@ class Trained:
     class_names: list[str]
     step: int
     workdir: str
-    dtype: Any
 
     @property
     def image_size(self) -> int:
@@ -41,7 +39,8 @@ class Trained:
     def normalize(self, images) -> jax.Array:
         """uint8 NHWC → the network's input (normalised, compute dtype)."""
         from fgvc_jax.data import preprocess
-        return preprocess.normalize(images, self.method.mean, self.method.std, self.dtype)
+        return preprocess.normalize(images, self.method.mean, self.method.std,
+                                    self.method.dtype)
 
 
 def read_config(workdir: str, config: ml_collections.ConfigDict | None = None
@@ -77,34 +76,21 @@ def class_names_of(config: ml_collections.ConfigDict) -> list[str]:
 
 def load(workdir: str, config: ml_collections.ConfigDict | None = None,
          checkpoint: str = "best") -> Trained:
-    """Restore the `checkpoint` ('best', falling back to 'latest'; or 'latest') of `workdir`."""
-    from fgvc_jax import checkpoints as ckpt_lib
-    from fgvc_jax import optim, parallel, train
+    """Restore the variables of the `checkpoint` ('best', falling back to 'latest'; or
+    'latest') of `workdir` (no optimizer state is read)."""
+    from fgvc_jax import parallel, state
 
     workdir = check_workdir(workdir)
     config = read_config(workdir, config)
     names = class_names_of(config)
-    method = train.create_method(config, len(names))
-    dtype = train.compute_dtype(config)
+    method = state.create_method(config, len(names))
     shape = (int(config.data.eval_crop),) * 2 + (3,)
-    shapes = jax.eval_shape(lambda: train.init_variables(method, shape, config.seed, dtype))
-    tx = optim.create_optimizer(config.optim, shapes["params"], method.param_groups(),
-                                total_steps=1000, steps_per_epoch=100)
-    mesh = parallel.make_mesh()
-    ckpts = ckpt_lib.Checkpoints(workdir, keep=config.train.keep,
-                                 best_metric=config.train.best_metric)
-    try:
-        restored = ckpts.restore_for_eval(train.abstract_state(tx, shapes, mesh), checkpoint)
-    finally:
-        ckpts.close()
+    restored = state.restore_workdir_variables(
+        workdir, config, state.variable_shapes(method, shape, config.seed, method.dtype),
+        parallel.make_mesh(), checkpoint)
     if restored is None:
         raise ToolError(f"no checkpoint in {os.path.abspath(workdir)} (best/ and checkpoints/ "
                         "are empty): train first with python -m fgvc_jax.main --mode train.")
-    state, step = restored
-    return Trained(config=config, method=method, variables=state.variables(), class_names=names,
-                   step=int(step), workdir=workdir, dtype=dtype)
-
-
-def host_variables(trained: Trained) -> dict:
-    """The variables as host numpy arrays (for jit on any single device)."""
-    return jax.tree.map(np.asarray, jax.device_get(trained.variables))
+    variables, step = restored
+    return Trained(config=config, method=method, variables=variables, class_names=names,
+                   step=int(step), workdir=workdir)

@@ -1,4 +1,4 @@
-"""BatchNorm with PyTorch's semantics (METHODS.md §0).
+"""BatchNorm with PyTorch's semantics (docs/methods.md §0).
 
 Flax's nn.BatchNorm updates the running variance with the biased batch variance; PyTorch uses
 the unbiased one (n / (n - 1)). Training from torchvision weights then drifts from the

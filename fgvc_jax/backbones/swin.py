@@ -1,4 +1,4 @@
-"""Swin Transformer T/S/B/L with timm's layout and numerics (METHODS.md §0).
+"""Swin Transformer T/S/B/L with timm's layout and numerics (docs/methods.md §0).
 
 NHWC stages as timm ≥ 0.9: patch merging at the START of stages 2-4 (the official release
 has it at the end of stages 1-3; the converter moves it). PatchMerging channel order

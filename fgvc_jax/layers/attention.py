@@ -1,4 +1,4 @@
-"""Attention blocks of METHODS.md §1 (SE, CBAM, non-local, scaled self-attention, coordinate).
+"""Attention blocks of docs/methods.md §1 (SE, CBAM, non-local, scaled self-attention, coordinate).
 
 All blocks take NHWC feature maps (B, H, W, C) and return the same shape unless noted.
 Modules with `return_map=True` return the attention map instead of the reweighted input
@@ -22,7 +22,7 @@ def _hidden(channels: int, reduction: int, minimum: int = 1) -> int:
 
 
 class SE(nn.Module):
-    """Squeeze-and-excitation (METHODS.md §1 "SE"): w = σ(W2 ReLU(W1 GAP x)), out = x·w.
+    """Squeeze-and-excitation (docs/methods.md §1 "SE"): w = σ(W2 ReLU(W1 GAP x)), out = x·w.
 
     Dense layers with bias, hidden width C/r (r = 16)."""
 
@@ -44,7 +44,7 @@ class SE(nn.Module):
 
 
 class CBAMChannel(nn.Module):
-    """CBAM channel attention (METHODS.md §1 "CBAM channel"):
+    """CBAM channel attention (docs/methods.md §1 "CBAM channel"):
     w = σ(MLP(GAP x) + MLP(GMP x)), shared MLP C→C/r→C with ReLU and no bias; out = x·w."""
 
     reduction: int = 16
@@ -70,7 +70,7 @@ class CBAMChannel(nn.Module):
 
 
 class CBAMSpatial(nn.Module):
-    """CBAM spatial attention (METHODS.md §1 "CBAM spatial"):
+    """CBAM spatial attention (docs/methods.md §1 "CBAM spatial"):
     s = σ(Conv7x7([mean_c x, max_c x])) without bias; out = x·s (not the conv output: the
     source snippet's bug is not reproduced)."""
 
@@ -111,7 +111,7 @@ def _position_attention(x, reduction, scaled, dtype, param_dtype):
 
 
 class NonLocal(nn.Module):
-    """Non-local self-attention (METHODS.md §1, SAGAN form): q, k = 1x1 conv C→C/8,
+    """Non-local self-attention (docs/methods.md §1, SAGAN form): q, k = 1x1 conv C→C/8,
     v = 1x1 conv C→C (with bias); A = softmax_j(q_iᵀ k_j) over positions;
     out_i = γ Σ_j A_ij v_j + x_i with the scalar γ initialised to 0."""
 
@@ -127,7 +127,7 @@ class NonLocal(nn.Module):
 
 
 class ScaledSelfAttention(nn.Module):
-    """Scaled self-attention of the tutorial (METHODS.md §1): as `NonLocal` with the logits
+    """Scaled self-attention of the tutorial (docs/methods.md §1): as `NonLocal` with the logits
     scaled by 1/sqrt(C/8), no γ and no residual: out_i = Σ_j softmax_j(q_iᵀk_j/√d) v_j."""
 
     reduction: int = 8
@@ -145,7 +145,7 @@ def hard_swish(x):
 
 
 class CoordinateAttention(nn.Module):
-    """Coordinate attention (Hou et al., CVPR 2021; METHODS.md §1 "for completeness"):
+    """Coordinate attention (Hou et al., CVPR 2021; docs/methods.md §1 "for completeness"):
     pool along W and along H, shared 1x1 conv C→max(8, C/r) + BN + h-swish on the joined
     strips, then per-direction 1x1 conv → sigmoid; out = x · a_h · a_w (r = 32)."""
 

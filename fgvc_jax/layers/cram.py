@@ -1,5 +1,7 @@
-"""CRAM: the channel attention that enhances a stage's features for its head and
-suppresses its most important channels for the next stage (METHODS.md §2 "CRAM")."""
+"""CRAM: the channel re-attention of CRA-SMRA (Neural Processing Letters 57:43, 2025) that
+enhances a stage's features for its head and suppresses its most important channels for the
+next stage. The paper's text survives, its equations do not: where it is silent, the reading
+of FBSD's public code (Song & Yang, IJCNN 2021) is the choice."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
-from fgvc_jax.layers.attention import CBAMChannel
+from fgvc_jax.layers.attention import CBAMChannel, CBAMSpatial
 
 Dtype = Any
 
@@ -34,21 +36,43 @@ class ConvBNReLU(nn.Module):
         return nn.relu(x)
 
 
-def suppression_mask(importance, omega: float = 0.5, delta: float = 0.9):
-    """S_c = 1 − ω·𝟙[I*_c ≥ δ·max_c I*], I* = softmax over channels of I (choice of
-    METHODS.md §2); the indicator gets stop_gradient. importance: (B, 1, 1, C)."""
+SUPPRESS_FORMS = ("scale", "subtract")
+CHANNEL_BLOCKS = ("cram", "cbam")
+
+
+def suppression_indicator(importance, delta: float = 0.9):
+    """𝟙[I*_c ≥ δ·max_c I*] with I* = softmax over channels of I (the paper's δ, "which
+    channels"), under stop_gradient. importance: (B, 1, 1, C)."""
     p = jax.nn.softmax(importance.astype(jnp.float32), axis=-1)
     top = jnp.max(p, axis=-1, keepdims=True)
-    ind = jax.lax.stop_gradient((p >= delta * top).astype(importance.dtype))
-    return 1.0 - omega * ind
+    return jax.lax.stop_gradient((p >= delta * top).astype(importance.dtype))
+
+
+def suppression_mask(importance, omega: float = 0.5, delta: float = 0.9,
+                     form: str = "scale"):
+    """S (B, 1, 1, C) from the indicator (ω = the paper's "degree of suppression"):
+    'scale' (choice, FBSD's `clamp((p < max p), min=ω)` reading): S_c = ω where selected, else
+    1; 'subtract': S_c = 1 − ω·𝟙[selected]. The two agree at ω = 0.5."""
+    ind = suppression_indicator(importance, delta)
+    if form == "scale":
+        return jnp.where(ind > 0, jnp.asarray(omega, importance.dtype), 1.0).astype(
+            importance.dtype)
+    if form == "subtract":
+        return 1.0 - omega * ind
+    raise ValueError(f"method.suppress_form={form!r}; valid: {', '.join(SUPPRESS_FORMS)}")
 
 
 class CRAM(nn.Module):
-    """CRAM (METHODS.md §2) on a stage output X (B, H, W, C):
-    I = σ(MLP(GAP X) + MLP(GMP X)) (shared MLP C→C/16→C, ReLU, no bias);
-    X_e = ConvLayer(X ⊗ I), ConvLayer = [1x1 conv C→`mid`, BN, ReLU, 3x3 conv `mid`→`out`,
-    BN, ReLU] (choice C_a = 1024); X_s = X ⊗ S with S = `suppression_mask(I)`, applied in
-    training only unless `suppress_at_eval` (choice).
+    """CRAM on a stage output X (B, H, W, C):
+    I = σ(MLP(GAP X) + MLP(GMP X)) (the paper's text; shared MLP C→C/r→C, ReLU, r = 16, no
+    bias: choice); X_e = ConvLayer(X ⊗ I), ConvLayer = [1x1 conv C→`mid`, BN, ReLU, 3x3 conv
+    `mid`→`out`, BN, ReLU] (choice, FBSD's block: C_a = 1024); X_s = X ⊗ S with
+    S = `suppression_mask(I)`, in training and, with `suppress_at_eval`, at evaluation.
+    The mean number of suppressed channels is sown into the 'metrics' collection.
+
+    `channel_block='cbam'` (the paper's Table 3 ablation, choice of reading): standard CBAM
+    (channel then spatial attention) in place of the re-attention, X_e = ConvLayer(CBAM(X))
+    and no suppression (X_s = X).
 
     Returns (X_e, X_s)."""
 
@@ -58,17 +82,29 @@ class CRAM(nn.Module):
     omega: float = 0.5
     delta: float = 0.9
     suppress_at_eval: bool = False
+    suppress_form: str = "scale"
+    channel_block: str = "cram"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.channel_block not in CHANNEL_BLOCKS:
+            raise ValueError(f"method.channel_block={self.channel_block!r}; valid: "
+                             f"{', '.join(CHANNEL_BLOCKS)}")
         importance = CBAMChannel(self.reduction, return_map=True, name="channel", **kw)(x)
-        e = ConvBNReLU(self.mid, 1, name="conv_layer1", **kw)(x * importance, train)
+        attended = x * importance
+        if self.channel_block == "cbam":
+            attended = attended * CBAMSpatial(return_map=True, name="spatial", **kw)(attended)
+        e = ConvBNReLU(self.mid, 1, name="conv_layer1", **kw)(attended, train)
         e = ConvBNReLU(self.out, 3, name="conv_layer2", **kw)(e, train)
-        if train or self.suppress_at_eval:
-            s = x * suppression_mask(importance, self.omega, self.delta).astype(x.dtype)
+        if self.channel_block == "cram" and (train or self.suppress_at_eval):
+            s = x * suppression_mask(importance, self.omega, self.delta,
+                                     self.suppress_form).astype(x.dtype)
+            count = jnp.sum(suppression_indicator(importance, self.delta), axis=-1)
+            self.sow("metrics", "suppressed_channels", jnp.mean(count.astype(jnp.float32)),
+                     init_fn=lambda: 0.0, reduce_fn=lambda _, new: new)
         else:
             s = x
         return e, s

@@ -1,5 +1,5 @@
 """SwinFC's branch attention EACA = external attention + cross-space attention
-(METHODS.md §4 "EACA"). Inputs are NHWC token maps (B, H, W, C); tokens are taken in raster
+(docs/methods.md §4 "EACA"). Inputs are NHWC token maps (B, H, W, C); tokens are taken in raster
 order (N = H·W)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ Dtype = Any
 
 
 class ExternalAttention(nn.Module):
-    """External attention with double normalisation (METHODS.md §4 "EA"):
+    """External attention with double normalisation (docs/methods.md §4 "EA"):
     A' = Conv1d_k3(X) (C→M, no bias, pad 1 along the raster token axis);
     A = double-norm(A'): softmax over the N tokens, then divide by the sum over the M memory
     units (+1e-9); X̌ = Conv1d_k1(A) (M→C, with bias); EA(X) = X + X̌."""
@@ -37,7 +37,7 @@ class ExternalAttention(nn.Module):
 
 
 class CrossSpaceAttention(nn.Module):
-    """Cross-space attention (METHODS.md §4 "CA"): X_H = mean over W, X_W = mean over H;
+    """Cross-space attention (docs/methods.md §4 "CA"): X_H = mean over W, X_W = mean over H;
     A_H = softmax over H of Conv(3x1)(X_H), A_W = softmax over W of Conv(1x3)(X_W) (dense
     C→C, bias, pad 1); CA(X) = X ⊗ (A_H + A_W) broadcast sum, no residual."""
 
@@ -56,15 +56,21 @@ class CrossSpaceAttention(nn.Module):
 
 
 class EACA(nn.Module):
-    """EACA (METHODS.md §4): X' = EA(X) + CA(X), both on the same input."""
+    """EACA (Eq. 1-6): X' = EA(X) + CA(X), both on the same input. With `use_ea` or `use_ca`
+    off, that term alone (the paper's +EA / +CA ablations); both off: the identity."""
 
     memory: int = 64
+    use_ea: bool = True
+    use_ca: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        ea = ExternalAttention(self.memory, dtype=self.dtype, param_dtype=self.param_dtype,
-                               name="ea")(x)
-        ca = CrossSpaceAttention(dtype=self.dtype, param_dtype=self.param_dtype, name="ca")(x)
-        return ea + ca
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        terms = []
+        if self.use_ea:
+            terms.append(ExternalAttention(self.memory, name="ea", **kw)(x))
+        if self.use_ca:
+            terms.append(CrossSpaceAttention(name="ca", **kw)(x))
+        return sum(terms) if terms else x

@@ -1,4 +1,4 @@
-"""MA: the hybrid (channel x spatial) attention of MA-EA (METHODS.md §3 "MA")."""
+"""MA: the hybrid (channel x spatial) attention of MA-EA (docs/methods.md §3 "MA")."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +12,7 @@ Dtype = Any
 
 
 class HybridAttention(nn.Module):
-    """MA (METHODS.md §3): M_c = SE-style channel map (B,1,1,C; r = 16) and M_s = CBAM-style
+    """MA (docs/methods.md §3): M_c = SE-style channel map (B,1,1,C; r = 16) and M_s = CBAM-style
     spatial map (B,H,W,1), both computed in parallel from F; M = M_c ⊙ M_s;
     F' = F + F ⊙ M (`residual=True`, choice `ma_residual`) or F' = F ⊙ M.
 

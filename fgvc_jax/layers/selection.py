@@ -1,15 +1,14 @@
-"""FSM: the feature selection module of SwinFC (METHODS.md §4 "FSM"; loss only)."""
+"""FSM: the feature selection module of SwinFC (docs/methods.md §4 "FSM"; loss only)."""
 from __future__ import annotations
 
 from typing import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 
 def select_tokens(attentions: Sequence[jax.Array], tokens: jax.Array):
-    """FSM (METHODS.md §4): for each block's post-softmax attention A (B, heads, N, N) and each
+    """FSM (docs/methods.md §4): for each block's post-softmax attention A (B, heads, N, N) and each
     head, a_j = mean_i A(i, j) and the argmax column j is selected (duplicates allowed,
     stop_gradient); those tokens are gathered from `tokens` (B, N, C) — the final normed
     stage-4 output — and averaged.
@@ -19,11 +18,3 @@ def select_tokens(attentions: Sequence[jax.Array], tokens: jax.Array):
     idx = jax.lax.stop_gradient(jnp.concatenate(cols, axis=-1))
     picked = jnp.take_along_axis(tokens, idx[:, :, None], axis=1)  # (B, K, C)
     return jnp.mean(picked, axis=1), idx
-
-
-class FSM(nn.Module):
-    """Module form of `select_tokens` (no parameters)."""
-
-    @nn.compact
-    def __call__(self, attentions: Sequence[jax.Array], tokens: jax.Array):
-        return select_tokens(attentions, tokens)

@@ -1,26 +1,38 @@
-"""Building a method's backbone from its config (METHODS.md §0), shared by all methods.
+"""A method's backbone from its config: the backbone fields every method shares, their
+defaults per size, and the flax backbone they build.
 
-Config fields read here: `backbone` (a `fgvc_jax.convert` arch name, e.g. 'resnet50',
-'swin_base_patch4_window12_384'), `image_size`, `dtype`, and for ResNets `stem_pool`,
-`dilate_conv5`; for Swins `drop_path_rate` and `backbone_overrides` (any SwinTransformer
-field, used by the CPU-sized variants)."""
+Fields: `backbone` (a `fgvc_jax.convert` arch name, e.g. 'resnet50', 'densenet161',
+'swin_base_patch4_window12_384'), `image_size`; for ResNets `stem_pool`, `dilate_conv5`
+(ignored by DenseNets, which have neither); for Swins `drop_path_rate` and
+`backbone_overrides` (any SwinTransformer field, used by the CPU-sized variants)."""
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from fgvc_jax.backbones import densenet as densenet_lib
 from fgvc_jax.backbones import resnet as resnet_lib
 from fgvc_jax.backbones import swin as swin_lib
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+#: The CPU-sized Swin: embed 32, depths 2-2-2-2, heads 1-2-4-8, window 4 (at 64 px).
+CPU_SWIN = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4)
 
 
-def compute_dtype(config: ml_collections.ConfigDict):
-    name = config.get("dtype", "float32")
-    if name not in DTYPES:
-        raise ValueError(f"method.dtype={name!r}; valid: {', '.join(DTYPES)}")
-    return DTYPES[name]
+def resnet_fields(size: str, stem_pool: str = "max") -> dict:
+    """ResNet-50 at 448 ('full') or ResNet-18 at 64 px ('cpu')."""
+    full = size == "full"
+    return dict(backbone="resnet50" if full else "resnet18", image_size=448 if full else 64,
+                stem_pool=stem_pool, dilate_conv5=False)
+
+
+def swin_fields(size: str) -> dict:
+    """Swin-B/384 window 12 ('full') or the CPU-sized Swin at 64 px ('cpu')."""
+    full = size == "full"
+    return dict(backbone="swin_base_patch4_window12_384" if full
+                else "swin_tiny_patch4_window7_224",
+                image_size=384 if full else 64, drop_path_rate=0.0,
+                backbone_overrides={} if full else dict(CPU_SWIN))
 
 
 def is_swin(arch: str) -> bool:
@@ -32,22 +44,23 @@ def backbone_kwargs(config: ml_collections.ConfigDict) -> dict:
     to build the same backbone: `fgvc_jax.convert.load_pretrained(arch, path, 0, **kw)`)."""
     arch = config.backbone
     if arch in resnet_lib.ARCHS:
-        return dict(stem_pool=config.get("stem_pool", "max"),
-                    dilate_conv5=config.get("dilate_conv5", False))
+        return dict(stem_pool=config.stem_pool, dilate_conv5=config.dilate_conv5)
+    if arch in densenet_lib.ARCHS:
+        return {}
     if arch in swin_lib.ARCHS:
-        kw = dict(img_size=config.image_size, drop_path_rate=config.get("drop_path_rate", 0.0))
-        overrides = config.get("backbone_overrides", None)
-        if overrides:
-            kw.update({k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+        kw = dict(img_size=config.image_size, drop_path_rate=config.drop_path_rate)
+        kw.update({k: tuple(v) if isinstance(v, list) else v
+                   for k, v in (config.backbone_overrides or {}).items()})
         return kw
-    raise ValueError(f"method.backbone={arch!r}; valid: "
-                     f"{', '.join(sorted(resnet_lib.ARCHS) + sorted(swin_lib.ARCHS))}")
+    valid = sorted(resnet_lib.ARCHS) + sorted(densenet_lib.ARCHS) + sorted(swin_lib.ARCHS)
+    raise ValueError(f"method.backbone={arch!r}; valid: {', '.join(valid)}")
 
 
-def build_backbone(config: ml_collections.ConfigDict) -> nn.Module:
-    """The headless (num_classes=0) backbone, computing in the method's dtype, fp32 params."""
-    kw = dict(num_classes=0, dtype=compute_dtype(config), param_dtype=jnp.float32,
-              **backbone_kwargs(config))
+def build_backbone(config: ml_collections.ConfigDict, dtype) -> nn.Module:
+    """The headless (num_classes=0) backbone computing in `dtype`, float32 parameters."""
+    kw = dict(num_classes=0, dtype=dtype, param_dtype=jnp.float32, **backbone_kwargs(config))
     if is_swin(config.backbone):
         return swin_lib.swin(config.backbone, **kw)
+    if config.backbone in densenet_lib.ARCHS:
+        return densenet_lib.densenet(config.backbone, **kw)
     return resnet_lib.resnet(config.backbone, **kw)

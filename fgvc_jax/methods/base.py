@@ -1,9 +1,11 @@
-"""The Method contract: everything that makes a paper a paper (DESIGN.md, "The Method contract").
+"""The Method contract: everything that makes a paper a paper.
 
-A method owns its network (a flax.linen Module that drives the backbone stage by stage), its
-loss (a total plus named terms so that each is logged), its prediction rule, and its parameter
-groups (regex on the '/'-joined parameter path → learning-rate group). The trainer knows
-nothing of any particular method.
+A method owns its settings (`defaults`: every config field with its default, defined once in
+`methods/<name>.py`), its network (a flax.linen Module that drives the backbone stage by
+stage), its loss (a total plus named terms so that each is logged), its prediction rule
+(`predict`, and `scores`: every head plus the combined prediction, what evaluation and every
+tool use), and its parameter groups (regex on the '/'-joined parameter path → learning-rate
+group). The trainer knows nothing of any particular method.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Outputs:
     """What a method's network returns.
 
-    logits: named heads, each (B, K); aux: anything the loss or the explainer needs
-    (attention maps, selected features, ...)."""
+    logits: named heads, each (B, K); aux: what the loss needs (e.g. 'smram', 'fsm') and,
+    when the network is called with `explain=True`, `aux['maps']`: the method's own maps for
+    display, {title: (B, h, w)} (attention, erased regions, selected patches)."""
 
     logits: Mapping[str, jax.Array]
     aux: Mapping[str, Any] = flax.struct.field(default_factory=dict)
@@ -34,8 +37,9 @@ class Outputs:
 class Method(abc.ABC):
     """A published method: network + loss + prediction rule + parameter groups.
 
-    Subclasses are built from `config.method` (an ml_collections.ConfigDict whose fields are
-    the METHODS.md choices) and the number of classes.
+    Built as `Method(config.method, num_classes, dtype)`: `config.method` holds the fields of
+    `defaults(size)` (the paper's choices), `dtype` is the run's compute dtype (decided once by
+    the trainer from `config.train.dtype`; parameters stay float32).
     """
 
     #: Per-channel mean/std (in [0, 1] units) of the backbone's pretraining; images are
@@ -43,14 +47,23 @@ class Method(abc.ABC):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
-    def __init__(self, config: ml_collections.ConfigDict, num_classes: int):
+    def __init__(self, config: ml_collections.ConfigDict, num_classes: int,
+                 dtype: Any = jnp.float32):
         self.config = config
         self.num_classes = num_classes
+        self.dtype = dtype
+
+    @classmethod
+    def defaults(cls, size: str) -> dict:
+        """Every config field of the method with its default, for `size` 'full' (the paper's
+        model) or 'cpu' (the same code, CPU-sized)."""
+        raise NotImplementedError(f"{cls.__name__} defines no defaults")
 
     @property
     @abc.abstractmethod
     def network(self) -> nn.Module:
-        """Module with `__call__(images, train: bool) -> Outputs`; its backbone is the
+        """Module with `__call__(images, train: bool, explain: bool = False) -> Outputs`
+        (`explain=True` adds `aux['maps']`); its backbone is the
         submodule named 'backbone' (so converted PyTorch weights go under
         `params['backbone']` and `batch_stats['backbone']`)."""
 
@@ -72,6 +85,13 @@ class Method(abc.ABC):
     def predict(self, outputs: Outputs) -> jax.Array:
         """The method's combined prediction as class probabilities (B, K)."""
         return jax.nn.softmax(outputs.logits["main"], axis=-1)
+
+    def scores(self, outputs: Outputs) -> dict[str, jax.Array]:
+        """Every head's logits and 'combined' (the `predict` probabilities), float32 (B, K):
+        what evaluation, the tools and Grad-CAM rank classes by."""
+        out = {k: v.astype(jnp.float32) for k, v in outputs.logits.items()}
+        out["combined"] = self.predict(outputs).astype(jnp.float32)
+        return out
 
     def param_groups(self) -> dict[str, str]:
         """Learning-rate group name → regex matched (re.search) against the '/'-joined

@@ -1,5 +1,5 @@
-"""Baselines (METHODS.md §5): ResNet + GAP + Dense K; Swin + LayerNorm + GAP + Dense K (timm
-head layout) — every method's gain is measured against its own backbone."""
+"""Baselines: ResNet + GAP + Dense K; Swin + LayerNorm + GAP + Dense K (timm head layout) —
+every method's gain is measured against its own backbone with the same recipe."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod
 
@@ -16,22 +17,33 @@ class Classifier(nn.Module):
 
     backbone: nn.Module
     num_classes: int
-    dtype: Any = jnp.float32
+    dtype: Any
 
     @nn.compact
-    def __call__(self, images, train: bool = False):
+    def __call__(self, images, train: bool = False, explain: bool = False):
         features = self.backbone(images, train)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
                           name="head")(features)
-        return Outputs(logits={"main": logits}, aux={})
+        return Outputs(logits={"main": logits}, aux={"maps": {}} if explain else {})
 
 
 class Baseline(BackboneMethod):
     """Plain fine-tuning: loss CE(main) (optional label smoothing); prediction softmax(main)."""
 
-    def build_network(self, backbone):
-        return Classifier(backbone, self.num_classes, self.dtype)
+    Net = Classifier
 
     def loss(self, outputs, labels):
         ce = self.ce(outputs.logits["main"], labels)
         return ce, {"ce_main": ce}
+
+
+class BaselineResNet(Baseline):
+    @classmethod
+    def defaults(cls, size):
+        return backbone_lib.resnet_fields(size)
+
+
+class BaselineSwin(Baseline):
+    @classmethod
+    def defaults(cls, size):
+        return backbone_lib.swin_fields(size)

@@ -1,6 +1,8 @@
-"""Pieces several methods share: a backbone-based Method base class, ResNet/Swin trunk
-walkers, and pooling."""
+"""Pieces several methods share: a backbone-based Method base class, the Swin trunk walker,
+and pooling."""
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -11,17 +13,29 @@ from fgvc_jax import losses
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Method
 
+#: Module fields that are not method settings.
+_NOT_SETTINGS = {"backbone", "num_classes", "dtype", "parent", "name"}
+
+
+def _frozen(value):
+    """Config values as module fields: lists (from JSON) → tuples."""
+    return tuple(value) if isinstance(value, list) else value
+
 
 class BackboneMethod(Method):
-    """A Method whose network drives a pretrained backbone (`config.backbone`)."""
+    """A Method whose network `Net` drives a pretrained backbone (`config.backbone`).
 
-    def __init__(self, config: ml_collections.ConfigDict, num_classes: int):
-        super().__init__(config, num_classes)
-        self.dtype = backbone_lib.compute_dtype(config)
-        self._network = self.build_network(backbone_lib.build_backbone(config))
+    The network is built as `Net(backbone, num_classes, dtype=dtype, **fields)`, the fields
+    being the config fields named like `Net`'s own (which have no defaults: `defaults` is
+    the one place a method's choices are written)."""
 
-    def build_network(self, backbone: nn.Module) -> nn.Module:
-        raise NotImplementedError
+    Net: type[nn.Module]
+
+    def __init__(self, config: ml_collections.ConfigDict, num_classes: int, dtype=jnp.float32):
+        super().__init__(config, num_classes, dtype)
+        names = {f.name for f in dataclasses.fields(self.Net)} - _NOT_SETTINGS
+        self._network = self.Net(backbone_lib.build_backbone(config, dtype), num_classes,
+                                 dtype=dtype, **{k: _frozen(config[k]) for k in sorted(names)})
 
     @property
     def network(self) -> nn.Module:
@@ -36,7 +50,7 @@ class BackboneMethod(Method):
         return backbone_lib.backbone_kwargs(self.config)
 
     def ce(self, logits, labels):
-        return losses.cross_entropy(logits, labels, self.config.get("label_smoothing", 0.0))
+        return losses.cross_entropy(logits, labels, self.config.label_smoothing)
 
 
 def mean_softmax(logits: dict, keys) -> jax.Array:
@@ -47,6 +61,11 @@ def mean_softmax(logits: dict, keys) -> jax.Array:
 def avg_max_pool(x):
     """concat(GAP x, GMP x) over H, W: (B, H, W, C) → (B, 2C) (MA-EA's improved pooling)."""
     return jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], axis=-1)
+
+
+def channel_mean(x) -> jax.Array:
+    """(B, H, W, C) → (B, H, W) float32: how a feature map is shown."""
+    return jnp.mean(x.astype(jnp.float32), axis=-1)
 
 
 def swin_trunk(backbone, images, train: bool, attn_stage: int | None = None):

@@ -1,11 +1,21 @@
-"""MA-EA: hybrid attention + attention erasure (METHODS.md §3; Front. Neurorobot. 2024) on a
-ResNet with the multi-scale stem pool (`stem_pool='multiscale'`, choice).
+"""MA-EA: hybrid attention + attention erasure (Lu, Yang, Yang, Front. Neurorobot. 18:1391791,
+2024) on a ResNet with the multi-scale stem pool (`stem_pool='multiscale'`, choice: the
+abstract ties the improved pooling to the shallow layers).
 
-On each placed stage output F: F', M = MA(F); F'' = MA_2(F ⊗ M_erase) (erasure of the
-original F). Head fusion: pool(x) = concat(GAP x, GMP x) of [F', F''] per placement
-(projected by a 1x1 conv to the last stage's width first when narrower) and of the raw last
-stage output; concat → BN → Dense K is the main head, each pooled feature also has its own
-Dense K head. Loss CE(main) + λ Σ CE(branches); prediction: main head."""
+Only the abstract and the seed's summary survive: everything but F' = F ⊗ M and
+M_erase = 1 − M is a labelled choice, each a config field. On each placed stage output F
+(choice: conv4_x and conv5_x): F', M = MA(F) with F' = F ⊗ M (the seed's formula;
+`ma_residual=True` gives F + F ⊙ M); F'' = MA_2(F ⊗ M_erase) (erasure of the ORIGINAL F, not
+F'), on a parallel branch (the seed: "back into the network (or a parallel branch)";
+`erase_into_trunk=True` feeds F ⊗ M_erase to the next stage instead of F). Head fusion: pool(x) = concat(GAP x,
+GMP x) of [F', F''] per placement (projected by a 1x1 conv to the last stage's width first
+when narrower) and of the raw last stage output; concat → BN → Dense K is the main head,
+each pooled feature also has its own Dense K head. Loss CE(main) + λ Σ CE(branches);
+prediction: main head.
+
+Explanation maps (`explain=True`, `aux['maps']`): 'MA <stage>' (mean_c M), 'EA erased
+<stage>' (the erased fraction 1 − ‖F ⊗ M_erase‖_c / ‖F‖_c) and 'MA on erased <stage> (round
+r)' (mean_c of the r-th erased branch's map)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -14,27 +24,34 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
-from fgvc_jax.layers import MAEA
+from fgvc_jax.layers import MAEA, erase_mask
+from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Outputs
-from fgvc_jax.methods.common import BackboneMethod, avg_max_pool
+from fgvc_jax.methods.common import BackboneMethod, avg_max_pool, channel_mean
 
 STAGE_NAMES = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")  # torchvision layer1..layer4
+
+
+def erased_fraction(f, m, erase: str, theta: float):
+    """1 − ‖F ⊗ M_erase‖_c / ‖F‖_c per position (B, H, W): how much EA removed there."""
+    norm = lambda t: jnp.sqrt(jnp.sum(jnp.square(t.astype(jnp.float32)), -1))
+    return 1.0 - norm(f.astype(jnp.float32) * erase_mask(m, erase, theta)) / (norm(f) + 1e-6)
 
 
 class MAEANet(nn.Module):
     backbone: nn.Module
     num_classes: int
-    ma_stages: Sequence[str] = ("conv4_x", "conv5_x")
-    ma_reduction: int = 16
-    ma_residual: bool = True
-    erase: str = "soft"
-    erase_theta: float = 0.8
-    erase_rounds: int = 1
-    ma_in_trunk: bool = False
-    dtype: Any = jnp.float32
+    ma_stages: Sequence[str]
+    ma_reduction: int
+    ma_residual: bool
+    erase: str
+    erase_theta: float
+    erase_rounds: int
+    erase_into_trunk: bool
+    dtype: Any
 
     @nn.compact
-    def __call__(self, images, train: bool = False):
+    def __call__(self, images, train: bool = False, explain: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
         unknown = set(self.ma_stages) - set(STAGE_NAMES)
         if unknown:
@@ -42,16 +59,22 @@ class MAEANet(nn.Module):
         bb = self.backbone
         width = bb.stage_channels[-1]
         x = bb.stem(images, train)
-        branches = {}
+        branches, maps = {}, {}
         for i, name in enumerate(STAGE_NAMES, start=1):
             x = bb.stage(i, x, train)
             if name not in self.ma_stages:
                 continue
             stage = name.split("_")[0]  # 'conv4'
-            outs = MAEA(self.ma_reduction, self.ma_residual, self.erase, self.erase_theta,
-                        self.erase_rounds, name=f"maea_{stage}", **kw)(x)
-            if self.ma_in_trunk and i < len(STAGE_NAMES):
-                x = outs[0]
+            outs, ms = MAEA(self.ma_reduction, self.ma_residual, self.erase, self.erase_theta,
+                            self.erase_rounds, return_maps=True, name=f"maea_{stage}", **kw)(x)
+            if explain:
+                maps[f"MA {stage}"] = channel_mean(ms[0])
+                maps[f"EA erased {stage}"] = erased_fraction(x, ms[0], self.erase,
+                                                             self.erase_theta)
+                for r, m in enumerate(ms[1:], start=1):
+                    maps[f"MA on erased {stage} (round {r})"] = channel_mean(m)
+            if self.erase_into_trunk and i < len(STAGE_NAMES):
+                x = x * erase_mask(ms[0], self.erase, self.erase_theta)
             if outs[0].shape[-1] != width:  # choice: one projection shared by F' and F''
                 proj = nn.Conv(width, (1, 1), name=f"proj_{stage}", **kw)
                 outs = [proj(o) for o in outs]
@@ -64,18 +87,22 @@ class MAEANet(nn.Module):
             BatchNorm(name="head_bn", **kw)(jnp.concatenate(list(pooled.values()), -1), train))}
         for k, v in pooled.items():
             logits[k] = nn.Dense(self.num_classes, name=f"head_{k}", **kw)(v)
-        return Outputs(logits=logits, aux={})
+        return Outputs(logits=logits, aux={"maps": maps} if explain else {})
 
 
 class MAEAMethod(BackboneMethod):
-    """Config fields: stem_pool, ma_stages, ma_reduction, ma_residual, erase ('soft'|'hard'),
-    erase_theta (θ), erase_rounds, ma_in_trunk, branch_weight (λ)."""
+    """Config fields (all choices): stem_pool, ma_stages, ma_reduction (r), ma_residual,
+    erase ('soft' | 'hard'), erase_theta (θ), erase_rounds, erase_into_trunk, branch_weight
+    (λ)."""
 
-    def build_network(self, backbone):
-        c = self.config
-        return MAEANet(backbone, self.num_classes, tuple(c.ma_stages), c.ma_reduction,
-                       c.ma_residual, c.erase, c.erase_theta, c.erase_rounds, c.ma_in_trunk,
-                       self.dtype)
+    Net = MAEANet
+
+    @classmethod
+    def defaults(cls, size):
+        return dict(**backbone_lib.resnet_fields(size, stem_pool="multiscale"),
+                    ma_stages=("conv4_x", "conv5_x"), ma_reduction=16, ma_residual=False,
+                    erase="soft", erase_theta=0.8, erase_rounds=1, erase_into_trunk=False,
+                    branch_weight=1.0)
 
     def loss(self, outputs, labels):
         terms = {f"ce_{k}": self.ce(v, labels) for k, v in outputs.logits.items()}

@@ -1,10 +1,16 @@
-"""SwinFC (METHODS.md §4; Computer Engineering and Applications 2023, 59(20):147-157) on Swin.
+"""SwinFC (Xiang, Chen, Yang, "结合Swin及多尺度特征融合的细粒度图像分类", Computer Engineering and
+Applications 2023, 59(20):147-157) on Swin.
 
 The trunk is the unchanged Swin with its own head ('trunk'); branches on stage2..4 outputs:
-Project (Dense C_s→D + LayerNorm, choice) → EACA → FFM across the three branches → GAP →
-LayerNorm + Dense K (choice). FSM selects stage-4 tokens for the contrastive loss.
-Loss = CE_trunk + Σ β_i CE_stage_i + L_con; prediction = the four heads' softmaxes summed
-(returned divided by 4, so that it is a distribution with the same ranking)."""
+Project (Dense C_s→D + LayerNorm, choice: FFM needs equal widths) → EACA (Eq. 1-6) → FFM
+across the three branches (Eq. 7-12) → GAP → LayerNorm + Dense K (choice). FSM (Eq. 13-14)
+selects stage-4 tokens for the contrastive loss (Eq. 15).
+Loss (Eq. 16) = CE_trunk + Σ β_i CE_stage_i + L_con; prediction (choice) = the four heads'
+softmaxes summed (returned divided by 4: a distribution with the same ranking).
+
+Explanation maps (`explain=True`, `aux['maps']`): 'stage-4 attention' (mean over blocks,
+heads and queries: the FSM column score a_j) and 'FSM patches' (how many of the blocks x
+heads argmaxes fall on each patch)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -13,7 +19,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fgvc_jax import losses
-from fgvc_jax.layers import FFM, CrossSpaceAttention, ExternalAttention, select_tokens
+from fgvc_jax.layers import EACA, FFM, select_tokens
+from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod, mean_softmax, swin_trunk
 
@@ -24,30 +31,32 @@ def _layer_norm(name, dtype):
     return nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
+def attention_maps(attns, idx) -> dict:
+    """'stage-4 attention' (B, h, w): a_j averaged over blocks and heads; 'FSM patches'
+    (B, h, w): the count of FSM's selections per patch."""
+    b, _, n, _ = attns[0].shape
+    side = int(round(n ** 0.5))
+    a = jnp.mean(jnp.stack([x.astype(jnp.float32) for x in attns]), axis=(0, 2, 3))
+    counts = jnp.sum(jnp.eye(n, dtype=jnp.float32)[idx], axis=1)
+    return {"stage-4 attention": a.reshape(b, side, side),
+            "FSM patches": counts.reshape(b, side, side)}
+
+
 class SwinFCNet(nn.Module):
     backbone: nn.Module
     num_classes: int
-    proj_dim: int = 1024
-    ea_memory: int = 64
-    use_ea: bool = True
-    use_ca: bool = True
-    use_ffm: bool = True
-    use_fsm: bool = True
-    dtype: Any = jnp.float32
-
-    def branch_attention(self, x, s):
-        """EACA (X' = EA(X) + CA(X)); with one of use_ea/use_ca off, that term alone (the
-        paper's +EA / +CA ablations); both off: identity."""
-        kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
-        terms = []
-        if self.use_ea:
-            terms.append(ExternalAttention(self.ea_memory, name=f"ea{s}", **kw)(x))
-        if self.use_ca:
-            terms.append(CrossSpaceAttention(name=f"ca{s}", **kw)(x))
-        return sum(terms) if terms else x
+    proj_dim: int
+    ea_memory: int
+    use_ea: bool
+    use_ca: bool
+    use_ffm: bool
+    ffm_similarity: str
+    ffm_scale: float
+    use_fsm: bool
+    dtype: Any
 
     @nn.compact
-    def __call__(self, images, train: bool = False):
+    def __call__(self, images, train: bool = False, explain: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
         feats, normed, attn = swin_trunk(self.backbone, images, train, attn_stage=4)
         logits = {"trunk": nn.Dense(self.num_classes, name="head", **kw)(
@@ -56,27 +65,37 @@ class SwinFCNet(nn.Module):
         for s in BRANCH_STAGES:
             x = nn.Dense(self.proj_dim, name=f"proj{s}", **kw)(feats[s - 1])
             x = _layer_norm(f"proj{s}_norm", self.dtype)(x)
-            xs.append(self.branch_attention(x, s))
+            xs.append(EACA(self.ea_memory, self.use_ea, self.use_ca, name=f"eaca{s}", **kw)(x))
         if self.use_ffm:
-            xs = FFM(name="ffm")(xs)
+            xs = FFM(self.ffm_similarity, self.ffm_scale, name="ffm")(xs)
         for s, x in zip(BRANCH_STAGES, xs):
             v = _layer_norm(f"head{s}_norm", self.dtype)(jnp.mean(x, axis=(1, 2)))
             logits[f"stage{s}"] = nn.Dense(self.num_classes, name=f"head{s}", **kw)(v)
         aux = {}
+        b, h, w, c = normed.shape
+        selected, idx = select_tokens(attn, normed.reshape(b, h * w, c))
         if self.use_fsm and (train or self.is_initializing()):
-            b, h, w, c = normed.shape
-            aux["fsm"], aux["fsm_index"] = select_tokens(attn, normed.reshape(b, h * w, c))
+            aux["fsm"], aux["fsm_index"] = selected, idx
+        if explain:
+            aux["maps"] = attention_maps(attn, idx)
         return Outputs(logits=logits, aux=aux)
 
 
 class SwinFC(BackboneMethod):
-    """Config fields: proj_dim, ea_memory, use_ea, use_ca, use_ffm, use_fsm, stage_weights
-    (β2..β4), con_margin (α), con_weight."""
+    """Config fields: proj_dim (D, choice), ea_memory (M, choice: 64), use_ea, use_ca,
+    use_ffm (the paper's ablations), ffm_similarity ('dot', Eq. 7 | 'cosine', FBSD),
+    ffm_scale (1.0, Eq. 12 | 0.001, FBSD), use_fsm, stage_weights (β2..β4, Eq. 16),
+    con_margin (α, Eq. 15), con_weight."""
 
-    def build_network(self, backbone):
-        c = self.config
-        return SwinFCNet(backbone, self.num_classes, c.proj_dim, c.ea_memory, c.use_ea,
-                         c.use_ca, c.use_ffm, c.use_fsm, self.dtype)
+    Net = SwinFCNet
+
+    @classmethod
+    def defaults(cls, size):
+        full = size == "full"
+        return dict(**backbone_lib.swin_fields(size), proj_dim=1024 if full else 64,
+                    ea_memory=64 if full else 16, use_ea=True, use_ca=True, use_ffm=True,
+                    ffm_similarity="dot", ffm_scale=1.0, use_fsm=True, stage_weights=(0.4, 0.6, 0.8), con_margin=0.4,
+                    con_weight=1.0)
 
     def loss(self, outputs, labels):
         c = self.config

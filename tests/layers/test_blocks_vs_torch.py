@@ -88,12 +88,13 @@ def test_cram(train):
     assert_close(s, to_nhwc(ts))
 
 
-def test_smram_diversity_loss():
+@pytest.mark.parametrize("down", ["avgpool", "conv"])
+def test_smram_diversity_loss(down):
     xs = [_x((2, 16, 16, 8), 1), _x((2, 8, 8, 8), 2), _x((2, 4, 4, 8), 3)]
-    block = layers.SMRAM()
+    block = layers.SMRAM(down=down)
     v = randomize(_init(block, xs))
     probs = block.apply(v, xs)
-    t = ref.SMRAMDiversity(8)
+    t = ref.SMRAMDiversity(8, down=down)
     t.load_flax(v["params"], v["batch_stats"])
     t.eval()
     txs = [nchw(x) for x in xs]
@@ -101,10 +102,13 @@ def test_smram_diversity_loss():
     assert_close(losses.diversity_loss(probs), t(txs).detach().numpy())
 
 
-def test_ffm():
-    xs = [_x((2, 8, 8, 16), 1), _x((2, 4, 4, 16), 2), _x((2, 2, 2, 16), 3)]
-    got = layers.FFM().apply({}, xs)
-    want = ref.ffm([nchw(x) for x in xs])
+@pytest.mark.parametrize("similarity,scale", [("dot", 1.0), ("cosine", 1.0),
+                                              ("cosine", 0.001)])
+def test_ffm(similarity, scale):
+    """`similarity='dot'`, scale 1 is the paper's Eq. 7-12; 'cosine' x 0.001 is FBSD's code."""
+    xs = [0.3 * _x((2, 8, 8, 16), 1), 0.3 * _x((2, 4, 4, 16), 2), 0.3 * _x((2, 2, 2, 16), 3)]
+    got = layers.FFM(similarity, scale).apply({}, xs)
+    want = ref.ffm([nchw(x) for x in xs], similarity, scale)
     for g, w in zip(got, want):
         assert_close(g, to_nhwc(w))
 

@@ -114,7 +114,7 @@ def test_loss_weights():
     cra = _method("cra_smra")
     smram = jax.nn.softmax(jnp.asarray(np.random.default_rng(9).normal(size=(3, 3, 4)), jnp.float32))
     total, t = cra.loss(Outputs(logits=z, aux={"smram": smram}), labels)
-    want = (1.0 * (t["ce_stage3"] + t["ce_stage4"] + t["ce_stage5"]) + 2.0 * t["ce_concat"]
+    want = (2.0 * (t["ce_stage3"] + t["ce_stage4"] + t["ce_stage5"]) + 1.0 * t["ce_concat"]
             + 1.0 * t["div"])
     np.testing.assert_allclose(total, want, rtol=1e-6)
     fc = _method("swinfc")
@@ -149,9 +149,9 @@ def test_swinfc_trunk_equals_plain_swin():
 
 
 def test_cra_smra_suppression_feeds_the_next_stage_in_training():
-    """With ω = 0 the suppression is the identity: the trunk (and so every head) changes in
-    training iff ω > 0."""
-    b, off = built("cra_smra"), built("cra_smra", omega=0.0)
+    """With ω = 1 the 'scale' suppression is the identity: the trunk (and so every head)
+    changes in training iff ω < 1."""
+    b, off = built("cra_smra"), built("cra_smra", omega=1.0)
     assert not np.allclose(b.train(b.variables, b.images).logits["concat"],
                            off.train(b.variables, b.images).logits["concat"])
 
@@ -186,11 +186,65 @@ def test_registry_errors_and_defaults():
         registry.create(cfg, 3)
     c = registry.default_config("cra_smra")
     assert (c.backbone, c.image_size, c.cram_out, c.omega, c.delta, c.alpha, c.beta, c.gamma,
-            c.suppress_at_eval) == ("resnet50", 448, 1024, 0.5, 0.9, 2.0, 1.0, 1.0, False)
+            c.suppress_at_eval, c.suppress_form, c.smram_down, c.head_pool, c.channel_block
+            ) == ("resnet50", 448, 1024, 0.5, 0.9, 2.0, 1.0, 1.0, True, "scale", "avgpool",
+                  "max", "cram")
     c = registry.default_config("ma_ea")
     assert (c.stem_pool, c.erase, c.erase_theta, c.erase_rounds, c.ma_residual,
-            tuple(c.ma_stages)) == ("multiscale", "soft", 0.8, 1, True, ("conv4_x", "conv5_x"))
+            c.erase_into_trunk, tuple(c.ma_stages)) == (
+        "multiscale", "soft", 0.8, 1, False, False, ("conv4_x", "conv5_x"))
     c = registry.default_config("swinfc")
     assert (c.backbone, c.image_size, c.proj_dim, c.ea_memory, tuple(c.stage_weights),
-            c.con_margin) == ("swin_base_patch4_window12_384", 384, 1024, 64, (0.4, 0.6, 0.8), 0.4)
+            c.con_margin, c.ffm_similarity, c.ffm_scale) == (
+        "swin_base_patch4_window12_384", 384, 1024, 64, (0.4, 0.6, 0.8), 0.4, "dot", 1.0)
     assert registry.default_config("swinfc", "cpu").image_size == 64
+
+
+def test_cra_smra_alpha_weights_the_stage_terms():
+    """One-hot (confident, correct) concat logits: CE_concat ≈ 0, each stage CE = log K, so the
+    total is α · 3 log K (the paper: α on each stage, β on the overall head)."""
+    labels = jnp.array([1, 2])
+    confident = 50.0 * jax.nn.one_hot(labels, K)
+    z = {"stage3": jnp.zeros((2, K)), "stage4": jnp.zeros((2, K)), "stage5": jnp.zeros((2, K)),
+         "concat": confident}
+    total, t = _method("cra_smra").loss(Outputs(logits=z), labels)
+    np.testing.assert_allclose(t["ce_concat"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(total, 2.0 * 3 * np.log(K), rtol=1e-6)
+
+
+def test_cra_smra_suppresses_at_evaluation():
+    """`suppress_at_eval=True` (default): the next stage sees X_s at evaluation too, so the
+    eval logits differ from the unsuppressed network's with the same weights; with ω = 1 in
+    the 'scale' form nothing is suppressed and they agree."""
+    on, off = built("cra_smra"), built("cra_smra", suppress_at_eval=False)
+    assert not np.allclose(on.eval(on.variables, on.images).logits["concat"],
+                           off.eval(on.variables, on.images).logits["concat"])
+    keep = built("cra_smra", omega=1.0)
+    np.testing.assert_allclose(keep.eval(on.variables, on.images).logits["concat"],
+                               off.eval(on.variables, on.images).logits["concat"], rtol=1e-5)
+
+
+def test_cra_smra_logs_suppressed_channels():
+    """The mean number of suppressed channels per CRAM is sown into 'metrics' in training
+    (between 1 and C: at least the argmax channel is always selected)."""
+    b = built("cra_smra")
+    _, mutated = b.method.network.apply(b.variables, b.images, train=True,
+                                        mutable=["batch_stats", "metrics"])
+    widths = {"cram3": 128, "cram4": 256, "cram5": 512}  # ResNet-18 stage widths
+    for name, c in widths.items():
+        count = mutated["metrics"][name]["suppressed_channels"]
+        assert 1.0 <= float(count) <= c, (name, float(count))
+
+
+def test_cra_smra_on_densenet():
+    """CRA-SMRA on DenseNet-121 (`--config.method.backbone=densenet121`; the paper's
+    DenseNet-161 is the same code): CRAM after denseblock2, 3, 4, the backbone's parameters
+    under backbone/ (the 'backbone' learning-rate group), every head and loss term."""
+    b = built("cra_smra", backbone="densenet121")
+    (loss, (out, terms)), grads = train_grad(b)
+    assert set(out.logits) == HEADS["cra_smra"] and set(terms) == TERMS["cra_smra"]
+    assert np.isfinite(float(loss))
+    assert "features" in b.variables["params"]["backbone"]
+    assert float(sum(jnp.abs(g).sum() for g in jax.tree.leaves(grads["backbone"]))) > 0
+    stage_widths = b.method.network.backbone.stage_channels
+    assert b.variables["params"]["cram3"]["channel"]["fc1"]["kernel"].shape[0] == stage_widths[1]

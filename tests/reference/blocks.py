@@ -192,18 +192,23 @@ class CRAM(nn.Module):
 
 
 class SMRAMDiversity(nn.Module):
-    """SMRAM conv blocks + φ + spatial softmax + channel-wise max pooling + L_div."""
+    """SMRAM downsampling (average pooling + BN, or strided conv blocks) + φ + spatial
+    softmax + channel-wise max pooling + L_div."""
 
-    def __init__(self, c, n_down=(2, 1, 0)):
+    def __init__(self, c, n_down=(2, 1, 0), down="conv"):
         super().__init__()
-        self.n_down = n_down
+        self.n_down, self.mode = n_down, down
         self.down = nn.ModuleList(nn.ModuleList(BasicConv(c, c, 3, 2) for _ in range(n))
-                                  for n in n_down)
+                                  for n in (n_down if down == "conv" else (0,) * len(n_down)))
+        self.pool_bn = nn.ModuleList(nn.BatchNorm2d(c, eps=1e-5, momentum=0.1)
+                                     for _ in n_down)
         self.phi = nn.ModuleList(nn.Conv2d(c, 1, 1) for _ in n_down)
 
     def maps(self, xs):
         probs = []
         for s, x in enumerate(xs):
+            if self.mode == "avgpool" and self.n_down[s]:
+                x = self.pool_bn[s](F.avg_pool2d(x, 2 ** self.n_down[s]))
             for blk in self.down[s]:
                 x = blk(x)
             probs.append(F.softmax(self.phi[s](x).flatten(1), dim=1))
@@ -218,24 +223,29 @@ class SMRAMDiversity(nn.Module):
         for i, blocks in enumerate(self.down):
             for j, blk in enumerate(blocks):
                 blk.load_flax(p[f"down{i}_{j}"], s[f"down{i}_{j}"])
+        for i, bn in enumerate(self.pool_bn):
+            if self.mode == "avgpool" and self.n_down[i]:
+                _bn(bn, p[f"pool_bn{i}"], s[f"pool_bn{i}"])
         for i, phi in enumerate(self.phi):
             _conv2d(phi, p[f"phi{i}"])
 
 
-def ffm(xs):
-    """FBSD-style fusion: x_i + Σ_{j≠i} x_j · softmax(−cos(x_i, x_j))ᵀ over j's positions."""
+def ffm(xs, similarity="cosine", scale=1.0):
+    """SwinFC FFM, Eq. 7-12: M_ij = X_iᵀ X_j (C x N layout; 'dot', the paper) or of the
+    L2-normalised channels ('cosine', FBSD's code); X̃_i = X_i + scale · Σ_{j≠i} X_j
+    softmax(−M_ij)ᵀ, the softmax over j's positions."""
     b, c = xs[0].shape[:2]
     flat = [x.view(b, c, -1) for x in xs]
-    normed = [F.normalize(f, dim=1) for f in flat]
+    keys = [F.normalize(f, dim=1) for f in flat] if similarity == "cosine" else flat
     outs = []
     for i, x in enumerate(xs):
-        acc = flat[i]
+        fused = torch.zeros_like(flat[i])
         for j in range(len(xs)):
             if j != i:
-                m = torch.bmm(normed[i].transpose(1, 2), normed[j])  # B, Ni, Nj
+                m = torch.bmm(keys[i].transpose(1, 2), keys[j])  # B, Ni, Nj
                 w = F.softmax(-m, dim=2)
-                acc = acc + torch.bmm(flat[j], w.transpose(1, 2))
-        outs.append(acc.view_as(x))
+                fused = fused + torch.bmm(flat[j], w.transpose(1, 2))
+        outs.append((flat[i] + scale * fused).view_as(x))
     return outs
 
 

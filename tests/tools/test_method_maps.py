@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgvc_jax import explain, gradcam, train, trained
+from fgvc_jax import explain, gradcam, layers, state, trained
 
 SIZE = 64
 
@@ -18,12 +18,11 @@ def _model(name: str, **fields) -> trained.Trained:
     config = importlib.import_module(f"configs.{name}").get_config("synthetic")
     for k, v in fields.items():
         config.method[k] = v
-    method = train.create_method(config, 4)
-    variables = train.init_variables(method, (SIZE, SIZE, 3), 0, jnp.float32)
+    method = state.create_method(config, 4)
+    variables = state.init_variables(method, (SIZE, SIZE, 3), 0, jnp.float32)
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     return trained.Trained(config=config, method=method, variables=variables,
-                           class_names=[f"c{i}" for i in range(4)], step=0, workdir="",
-                           dtype=jnp.float32)
+                           class_names=[f"c{i}" for i in range(4)], step=0, workdir="")
 
 
 def _images(n=2):
@@ -46,14 +45,7 @@ def test_gradcam_is_the_gradient_weighted_activation():
     targets = jnp.array([1, 3])
     cams, _, _, _ = gradcam.grad_cam(model.method, model.variables, x, targets)
     v = model.variables
-
-    def last_stage(module, x):
-        h = module.backbone.stem(x, False)
-        for i in range(1, 5):
-            h = module.backbone.stage(i, h, False)
-        return h
-
-    a = model.method.network.apply(v, x, method=last_stage)
+    a = model.method.network.apply(v, x, method=_last_stage)
     w = v["params"]["head"]["kernel"]  # (C, K)
     hw = a.shape[1] * a.shape[2]
     expected = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", a, w[:, targets].T)) / hw
@@ -66,12 +58,22 @@ def test_ma_ea_maps():
                          "MA on erased conv4 (round 1)", "MA conv5", "EA erased conv5"])
 
 
+def _last_stage(module, x):
+    h = module.backbone.stem(x, False)
+    for i in range(1, 5):
+        h = module.backbone.stage(i, h, False)
+    return h
+
+
 def test_ma_ea_hard_erasure_is_the_thresholded_map():
+    """The network's 'EA erased conv5' map against F (conv5_x) and M (its first MA, applied
+    here on its own)."""
     model = _model("ma_ea", erase="hard")
     x = model.normalize(_images())
-    _, _, _, extras = gradcam.grad_cam(model.method, model.variables, x)
-    f, m = extras["ma/maea_conv5/ma"]
-    maps = explain.method_maps(model, model.variables, extras)
+    _, _, _, maps = gradcam.grad_cam(model.method, model.variables, x)
+    f = model.method.network.apply(model.variables, x, method=_last_stage)
+    _, m = layers.HybridAttention(residual=True).apply(
+        {"params": model.variables["params"]["maea_conv5"]["ma"]}, f)
     s = jnp.mean(m, -1)
     removed = s >= 0.8 * jnp.max(s, axis=(1, 2), keepdims=True)
     nonzero = jnp.linalg.norm(f, axis=-1) > 0
@@ -85,8 +87,7 @@ def test_cra_smra_maps_are_spatial_distributions():
     _check_maps(result, ["Grad-CAM conv3_x"] + [f"CRAM X_e conv{s}_x" for s in (3, 4, 5)]
                 + [f"SMRAM P conv{s}_x" for s in (3, 4, 5)])
     x = model.normalize(_images())
-    _, _, _, extras = gradcam.grad_cam(model.method, model.variables, x)
-    raw = explain.method_maps(model, model.variables, extras)
+    _, _, _, raw = gradcam.grad_cam(model.method, model.variables, x)
     for s in (3, 4, 5):
         np.testing.assert_allclose(np.asarray(raw[f"SMRAM P conv{s}_x"]).sum((1, 2)), 1.0,
                                    rtol=1e-5)
@@ -95,9 +96,9 @@ def test_cra_smra_maps_are_spatial_distributions():
 def test_swinfc_attention_and_fsm_patches():
     model = _model("swinfc")
     x = model.normalize(_images())
-    _, _, _, extras = gradcam.grad_cam(model.method, model.variables, x)
-    raw = explain.method_maps(model, model.variables, extras)
-    blocks_x_heads = sum(a.shape[1] for a in extras["attn/stage4"])
+    _, _, _, raw = gradcam.grad_cam(model.method, model.variables, x)
+    bb = model.config.method.backbone_overrides
+    blocks_x_heads = bb.depths[-1] * bb.num_heads[-1]
     counts = np.asarray(raw["FSM patches"])
     assert counts.sum((1, 2)).tolist() == [blocks_x_heads] * 2
     np.testing.assert_allclose(np.asarray(raw["stage-4 attention"]).sum((1, 2)), 1.0, rtol=1e-5)

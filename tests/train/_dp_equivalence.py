@@ -11,7 +11,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fgvc_jax import optim, parallel, train  # noqa: E402
+from fgvc_jax import optim, parallel, state as state_lib, step as step_lib  # noqa: E402
 from tests.train.tiny import TinyMethod, method_config  # noqa: E402
 
 
@@ -23,11 +23,11 @@ def run(mesh, accumulate):
                    lr={"backbone": 0.05, "heads": 0.5, "new": 0.1}, schedule="cosine",
                    end_factor=0.0, warmup_steps=0, warmup_epochs=0.0, clip_norm=0.0,
                    accumulate=accumulate)))
-    variables = train.init_variables(method, (16, 16, 3), 0, jnp.float32)
+    variables = state_lib.init_variables(method, (16, 16, 3), 0, jnp.float32)
     tx = optim.create_optimizer(cfg.optim, variables["params"], method.param_groups(),
                                 total_steps=10, steps_per_epoch=10)
-    state = train.create_train_state(method, tx, variables, mesh)
-    step = train.make_train_step(method, tx, cfg, mesh)
+    state = state_lib.create_train_state(tx, variables, mesh)
+    step = step_lib.make_train_step(method, tx, cfg, mesh)
     r = np.random.default_rng(0)
     losses = []
     for _ in range(2):

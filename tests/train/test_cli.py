@@ -49,12 +49,12 @@ def test_user_mistakes_give_one_clear_message(argv, message, capsys, monkeypatch
 
 
 def test_unknown_method_name_and_dataset_through_cli(tmp_path):
-    from fgvc_jax import train
+    from fgvc_jax import state
     from configs import swinfc
     config = swinfc.get_config("synthetic")
     config.method.name = "resnet"
     with pytest.raises(ValueError, match="unknown method 'resnet'; valid methods: attention_cnn"):
-        train.create_method(config, 10)
+        state.create_method(config, 10)
     args = [cli.sys.executable, "-m", "fgvc_jax.main", "--workdir", str(tmp_path),
             "--config", "configs/ma_ea.py:birds"]
     out = cli.run(args, timeout=120)

@@ -1,10 +1,15 @@
 """What every config shares: the layout (seed, method, data, optim, train, init), the dataset
-argument of `configs/<method>.py:<arg>`, and the CPU-sized `synthetic` variant.
+argument of `configs/<method>.py:<arg>`, and the CPU-sized `synthetic` variant (big_vision's
+`runlocal`).
 
-A method's file calls `make_config(method, arg, recipe)` with its paper's recipe; `arg` is a
-dataset name or `synthetic` (CPU-sized model on `synthetic_fgvc`, minutes on a laptop).
+A method's file (`configs/<method>.py`, the user-facing path) calls
+`make_config(method, arg, recipe)` with its paper's recipe; `arg` is a dataset name or
+`synthetic` (the CPU-sized model on `synthetic_fgvc`, minutes on a laptop).
 """
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import ml_collections
 
@@ -22,6 +27,16 @@ def dataset_name(arg: str | None, method: str) -> str:
         raise ValueError(f"configs/{method}.py: unknown dataset {arg!r}; valid: "
                          f"{', '.join(DATASETS)} (e.g. --config configs/{method}.py:cub).")
     return DATASETS[arg]
+
+
+def sibling(config_file: str, name: str):
+    """The config module `<name>.py` beside `config_file` (e.g. baseline_swin uses swinfc's
+    recipe), loaded by path: configs need no sys.path entry."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"fgvc_jax_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def optim_config(**overrides) -> ml_collections.ConfigDict:
@@ -51,13 +66,19 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(c)
 
 
+#: The `synthetic` run's length and logging (overridable per method by `synthetic['train']`).
+SYNTHETIC_TRAIN = dict(batch_size=32, num_steps=300, eval_every_steps=0, eval_every_epochs=0.0,
+                       log_every=25, checkpoint_every=100)
+
+
 def make_config(method: str, arg: str | None, *, data: dict, optim: dict, train: dict,
                 synthetic: dict | None = None, method_fields: dict | None = None,
                 dont_load: str = "") -> ml_collections.ConfigDict:
     """The full config of `method` on dataset `arg` with the given recipe.
 
     `data`/`optim`/`train`: the paper's recipe (overrides of the defaults above);
-    `synthetic`: overrides for the CPU-sized variant ({'data':..., 'optim':..., 'train':...}).
+    `synthetic`: overrides for the CPU-sized variant ({'data':..., 'optim':..., 'train':...}),
+    on top of `SYNTHETIC_TRAIN`.
     """
     name = dataset_name(arg, method)
     cpu = arg == "synthetic"
@@ -78,6 +99,7 @@ def make_config(method: str, arg: str | None, *, data: dict, optim: dict, train:
         pretrained="",             # .pth / .safetensors / converted orbax dir; "" = from scratch
         dont_load=dont_load))      # regex of 'backbone/...' paths not to load (e.g. the head)
     if cpu:
+        config.train.update(SYNTHETIC_TRAIN)
         for section, fields in (synthetic or {}).items():
             config[section].update(fields)
     return config

@@ -1,0 +1,85 @@
+"""What a run is, built once from its config: the prepared dataset, the method, the device
+mesh, the batch sizes and the run lengths in steps; its iterators, optimizer and initial
+variables. The trainer's loop, `--mode eval` and the benchmarks start from here."""
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+from fgvc_jax import checkpoints as ckpt_lib
+from fgvc_jax import lengths, optim, parallel, state
+
+
+def _prepare_data(data, config: ml_collections.ConfigDict):
+    """`data.prepare` on process 0 first (it may build the dataset into a shared data_dir),
+    then on the others once it is there."""
+    import jax
+
+    if jax.process_count() == 1:
+        return data.prepare(config)
+    from jax.experimental import multihost_utils
+
+    info = data.prepare(config) if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("fgvc_jax:prepare_data")
+    return info if info is not None else data.prepare(config)
+
+
+class Experiment:
+    """The run of `config`: `info` (dataset), `method`, `mesh`, `dtype`, `batch_size`,
+    `eval_batch_size`, `steps_per_epoch`, `num_steps`, `eval_every` (steps; 0 = never)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        from fgvc_jax import data
+
+        self.config, self.data = config, data
+        self.dtype = state.compute_dtype(config)
+        self.mesh = parallel.make_mesh()
+        t = config.train
+        self.batch_size = t.batch_size
+        self.eval_batch_size = t.get("eval_batch_size", 0) or self.batch_size
+        parallel.check_batch_size(self.batch_size, self.mesh)
+        parallel.check_batch_size(self.eval_batch_size, self.mesh, "train.eval_batch_size")
+        if self.batch_size % (config.optim.accumulate * self.mesh.devices.size):
+            raise ValueError(
+                f"config.train.batch_size={self.batch_size} must be a multiple of "
+                f"config.optim.accumulate ({config.optim.accumulate}) x devices "
+                f"({self.mesh.devices.size}).")
+        self.info = _prepare_data(data, config.data)
+        self.method = state.create_method(config, self.info.num_classes)
+        self.steps_per_epoch = lengths.steps_per_epoch(
+            self.info.num_examples, config.data.train_split, self.batch_size)
+        self.num_steps = lengths.steps("num", t, self.steps_per_epoch, round_up=True)
+        self.eval_every = lengths.steps("eval_every", t, self.steps_per_epoch)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The network's input (H, W, 3): the train crop."""
+        return (int(self.config.data.crop),) * 2 + (3,)
+
+    def train_iterator(self, start_step: int):
+        return self.data.train_iterator(self.config.data, global_batch_size=self.batch_size,
+                                        seed=self.config.seed, start_step=start_step)
+
+    def eval_iterator(self):
+        return self.data.eval_iterator(self.config.data, global_batch_size=self.eval_batch_size)
+
+    def variable_shapes(self) -> dict:
+        return state.variable_shapes(self.method, self.image_shape, self.config.seed,
+                                     self.dtype)
+
+    def initial_variables(self) -> dict:
+        """Fresh variables, with the pretrained backbone of `config.init` when set."""
+        variables = state.init_variables(self.method, self.image_shape, self.config.seed,
+                                         self.dtype)
+        init = self.config.init
+        if init.get("pretrained"):
+            variables = ckpt_lib.load_pretrained(variables, init.pretrained,
+                                                 arch=self.method.backbone_arch,
+                                                 dont_load=init.get("dont_load", ""),
+                                                 backbone_kwargs=self.method.backbone_kwargs)
+        return variables
+
+    def optimizer(self, params) -> optax.GradientTransformation:
+        return optim.create_optimizer(self.config.optim, params, self.method.param_groups(),
+                                      total_steps=self.num_steps,
+                                      steps_per_epoch=self.steps_per_epoch)

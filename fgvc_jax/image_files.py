@@ -1,0 +1,70 @@
+"""The tools' images: files named on the command line (folders expanded), read and
+preprocessed as in evaluation, and run through a jitted function in fixed-size batches."""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from fgvc_jax.data.images import IMAGE_EXTENSIONS
+from fgvc_jax.trained import ToolError
+
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; folders → their image files (sorted; hidden files skipped). Missing
+    paths are an error."""
+    out, missing = [], []
+    for p in paths:
+        if os.path.isdir(p):
+            out += sorted(os.path.join(p, f) for f in os.listdir(p)
+                          if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            missing.append(p)
+    if missing:
+        raise ToolError("no such file: " + ", ".join(missing))
+    if not out:
+        raise ToolError("no images given (pass image files or folders of images).")
+    return out
+
+
+def load_images(paths: list[str], config, skip_unreadable: bool = False
+                ) -> tuple[np.ndarray, list[str], list[str]]:
+    """(uint8 (N, C, C, 3) eval-preprocessed images, their paths, unreadable paths).
+    Raises one ToolError naming every unreadable file unless `skip_unreadable`."""
+    from fgvc_jax.data import preprocess
+
+    aug = preprocess.Augment.eval(config.data)
+    images, ok, bad = [], [], []
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                images.append(preprocess.eval_image(f.read(), aug))
+            ok.append(p)
+        except Exception as e:  # PIL.UnidentifiedImageError, OSError, truncated files, ...
+            bad.append(f"{p} ({type(e).__name__}: {e})")
+    if bad and not skip_unreadable:
+        raise ToolError("cannot read image(s): " + "; ".join(bad))
+    if not ok:
+        raise ToolError("none of the images could be read: " + "; ".join(bad))
+    return np.stack(images), ok, bad
+
+
+def in_batches(fn: Callable, images: np.ndarray, batch_size: int):
+    """`fn(images)` over fixed-size batches (the last one zero-padded, so that one
+    compilation serves any number of images), outputs concatenated as numpy."""
+    import jax
+
+    bs = max(1, min(batch_size, len(images)))
+    chunks = []
+    for start in range(0, len(images), bs):
+        chunk = images[start:start + bs]
+        pad = bs - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        out = jax.device_get(fn(chunk))
+        chunks.append(jax.tree.map(lambda a: np.asarray(a)[:bs - pad], out))
+    return jax.tree.map(lambda *a: np.concatenate(a), *chunks)

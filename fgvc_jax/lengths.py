@@ -1,0 +1,25 @@
+"""Run lengths in steps: every `<name>_steps` / `<name>_epochs` pair of a config section
+(as big_vision's `u.steps`), an epoch being the split actually trained on
+(`config.data.train_split`, e.g. FGVC-Aircraft's 'trainval')."""
+from __future__ import annotations
+
+import math
+
+
+def steps_per_epoch(num_examples: dict[str, int], train_split: str, batch_size: int) -> int:
+    """Full global batches in one pass over `train_split` (at least 1)."""
+    if train_split not in num_examples:
+        raise ValueError(f"config.data.train_split={train_split!r} is not a split of the "
+                         f"dataset; its splits: {', '.join(sorted(num_examples))}")
+    return max(num_examples[train_split] // batch_size, 1)
+
+
+def steps(name: str, section, per_epoch: int, *, round_up: bool = False) -> int:
+    """`section.<name>_steps` when > 0 (it overrides the epochs), else
+    `section.<name>_epochs` x `per_epoch` (rounded, or rounded up with `round_up`), else 0."""
+    n_steps = section.get(f"{name}_steps", 0) or 0
+    n_epochs = section.get(f"{name}_epochs", 0.0) or 0.0
+    if n_steps > 0:
+        return int(n_steps)
+    exact = n_epochs * per_epoch
+    return int(math.ceil(exact) if round_up else round(exact))
