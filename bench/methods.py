@@ -48,6 +48,7 @@ def method_config(name: str, batch: int, bf16: bool):
     config.train.batch_size = batch
     config.optim.accumulate = 1
     config.train.dtype = "bfloat16" if bf16 else "float32"
+    config.data.cache = "none"  # the step is fed ready-cropped batches (network cost only)
     return config
 
 

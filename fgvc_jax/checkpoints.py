@@ -1,17 +1,35 @@
-"""Checkpoints in the workdir (orbax) and initial weights from converted PyTorch files.
+"""Checkpoints in the workdir (orbax), checked, and initial weights from converted PyTorch files.
 
 Layout: `<workdir>/checkpoints/<step>` (periodic, the newest `keep` kept, resumed from
 automatically) and `<workdir>/best/<step>` (the best evaluation so far by `best_metric`).
 A checkpoint holds the whole train state (step, params, batch_stats, optimizer state); the
 data iterator and every random stream are positioned from the step, so a resumed run ends
 bitwise equal to an uninterrupted one.
+
+Checked: each checkpoint records, in its orbax step metadata (`custom_metadata`), a SHA-256
+digest of every top-level entry of the state it holds ('params', 'opt_state', ...), computed
+from the arrays being saved. A restore compares the checkpoint's tree (names and shapes)
+with the run's before reading anything (a checkpoint of another method or size is one
+`Mismatch` naming the first differing array), then recomputes the digest of what it read. A
+checkpoint that cannot be read or does not verify is damaged: the trainer moves it aside to
+`<step>.damaged-<time>` (never deleted; orbax no longer sees it) and resumes from the newest
+good one; the tools skip it without moving anything.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import gc
+import hashlib
+import json
 import os
+import re
+import sys
+import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from absl import logging
@@ -19,13 +37,229 @@ from etils import epath
 
 from fgvc_jax.methods.pretrained import merge_backbone
 
+#: orbax's per-step metadata file (written last, with the commit); holds our digest.
+STEP_METADATA = "_CHECKPOINT_METADATA"
+DIGEST_KEY = "sha256"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: one line naming it and why."""
+
+
+class Damaged(CheckpointError):
+    """The checkpoint at `folder` cannot be read, or what it holds is not what was
+    written (`reason`)."""
+
+    def __init__(self, folder: str, reason: str):
+        super().__init__(f"checkpoint {folder} is damaged: {reason}")
+        self.folder, self.reason = folder, reason
+
+
+class Mismatch(CheckpointError, ValueError):
+    """The checkpoint holds another model (method, size or number of classes)."""
+
+
+def _key_name(key) -> str:
+    for attr in ("name", "key", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _flat(tree) -> dict[str, Any]:
+    """{'params/head/kernel': leaf, ...}: the same names for a TrainState, its orbax metadata
+    and a restored dict (dataclass fields, dict keys and tuple indices all become names)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
+
+
+def _local(leaf):
+    """This process's full copy of `leaf` (a replicated array's first shard)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        if not leaf.is_fully_replicated:
+            raise ValueError("a sharded (not replicated) multi-process array")
+        return leaf.addressable_shards[0].data
+    return leaf
+
+
+def _sha(array: np.ndarray) -> str:
+    return hashlib.sha256(memoryview(array).cast("B") if array.size else b"").hexdigest()
+
+
+def digest(tree) -> dict[str, str]:
+    """SHA-256 of each top-level entry of `tree` ('step', 'params', 'opt_state', ...) over
+    its arrays' names, dtypes, shapes and bytes, in name order (so a TrainState and the dict
+    orbax restores it as have the same digest). Leaves are hashed in threads (hashlib
+    releases the GIL)."""
+    flat = _flat(tree)
+    names = sorted(flat)
+    host = [np.ascontiguousarray(x) for x in jax.device_get([_local(flat[n]) for n in names])]
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        sums = list(pool.map(_sha, host))
+    by_top: dict[str, Any] = {}
+    for name, array, s in zip(names, host, sums):
+        h = by_top.setdefault(name.split("/")[0], hashlib.sha256())
+        h.update(f"{name}|{array.dtype.str}|{array.shape}|{s}\n".encode())
+    return {top: h.hexdigest() for top, h in by_top.items()}
+
+
+def _reason(e: BaseException) -> str:
+    """One line of why: the storage layer's status (e.g. 'OUT_OF_RANGE: Error reading
+    "params.w/0" ...') where the exception chain holds one, else the first line."""
+    if isinstance(e, Damaged):
+        return e.reason
+    chain, x = [], e
+    while x is not None and len(chain) < 10:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    lines = [(str(x).strip().splitlines() or [type(x).__name__])[0] for x in chain]
+    line = next((t for t in lines if re.match(r"[A-Z_]{5,}: ", t)), lines[0])
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+@contextlib.contextmanager
+def _quiet_read_errors():
+    """orbax's reader coroutines left behind by a failed read print 'Exception ignored in'
+    tracebacks when collected; the failure is reported once, by `_reason`."""
+    previous = sys.unraisablehook
+
+    def hook(info):
+        text = str(info.exc_value)
+        if "error while reading array" not in text and "Event loop is closed" not in text:
+            previous(info)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
+
+
+def _is_damage(e: Exception) -> bool:
+    """Read failures count as damage; running out of memory does not."""
+    return not isinstance(e, MemoryError) and "RESOURCE_EXHAUSTED" not in str(e)
+
+
+def stored_digest(folder: str) -> dict[str, str] | None:
+    """The digest recorded in the checkpoint at `folder` (one step's folder); None for a
+    checkpoint written before digests were kept. Damaged if the step metadata is gone."""
+    path = os.path.join(folder, STEP_METADATA)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise Damaged(folder, f"{STEP_METADATA} unreadable ({_reason(e)})") from None
+    return (meta.get("custom_metadata") or {}).get(DIGEST_KEY)
+
+
+def verify(folder: str, restored) -> None:
+    """Raise Damaged unless each top-level entry of `restored` has the recorded digest."""
+    expected = stored_digest(folder)
+    if expected is None:
+        logging.warning("checkpoint %s has no digest (written by an older version): not "
+                        "verified", folder)
+        return
+    for top, value in digest(restored).items():
+        if top in expected and expected[top] != value:
+            raise Damaged(folder, f"the {top} read differ from those written (digest "
+                          "mismatch)")
+        if top not in expected:
+            raise Damaged(folder, f"holds no digest of {top!r}")
+
+
+def tree_metadata(folder: str) -> dict[str, tuple]:
+    """{array name: shape} of the train state saved in `folder`, from orbax's metadata (no
+    array is read). Damaged if the metadata cannot be read."""
+    try:
+        meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(folder) / "default")
+        tree = getattr(meta, "tree", meta)
+        flat = _flat(tree)
+        if not flat:
+            raise ValueError("no arrays in its metadata")
+        return {k: tuple(v.shape) for k, v in flat.items()}
+    except Exception as e:  # noqa: BLE001 - any read failure of the metadata is damage
+        raise Damaged(folder, f"metadata unreadable ({_reason(e)})") from None
+
+
+def _method_of(folder: str) -> str | None:
+    """The method the workdir's recorded config names (None if it names none)."""
+    from fgvc_jax import workdir as workdir_lib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(folder)))
+    try:
+        config = workdir_lib.run_config(root)
+    except workdir_lib.WorkdirError:
+        return None
+    return ((config or {}).get("method") or {}).get("name")
+
+
+def check_fits(folder: str, target, method: str | None = None) -> None:
+    """Raise Mismatch naming the first array whose name or shape differs between the
+    checkpoint at `folder` and `target` (abstract arrays; only the top-level entries of
+    `target` are compared, as a partial restore reads), with the method that wrote it (from
+    the workdir's config) and `method`, the one expecting `target`."""
+    saved = tree_metadata(folder)
+    want = {k: tuple(v.shape) for k, v in _flat(target).items()}
+    tops = {k.split("/")[0] for k in want}
+    saved = {k: v for k, v in saved.items() if k.split("/")[0] in tops}
+    for name in sorted(set(saved) | set(want)):
+        if saved.get(name) != want.get(name):
+            shape = lambda d: str(d[name]) if name in d else "absent"
+            wrote = _method_of(folder)
+            who = (f" (written by method {wrote!r}; this run is {method!r})"
+                   if wrote and method and wrote != method else
+                   f" (written by method {wrote!r})" if wrote else "")
+            raise Mismatch(f"checkpoint {folder} holds another model{who}: {name} is "
+                           f"{shape(saved)} in the checkpoint, {shape(want)} in this run.")
+
+
+def read_variables(folder: str, target: dict, method: str | None = None) -> dict:
+    """Partial restore of the top-level entries of `target` (abstract arrays with their
+    shardings, e.g. {'params', 'batch_stats'}) from the checkpoint at `folder`, checked
+    (`check_fits`, naming `method` in a mismatch) and verified (`verify`). Damaged when it
+    cannot be read or verified."""
+    check_fits(folder, target, method)
+    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target)
+    try:
+        with _quiet_read_errors(), ocp.PyTreeCheckpointer() as ckptr:
+            restored = ckptr.restore(
+                os.path.join(os.path.abspath(folder), "default"),
+                args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                            partial_restore=True))
+    except Exception as e:  # noqa: BLE001
+        if not _is_damage(e):
+            raise
+        raise Damaged(folder, f"cannot be read ({_reason(e)})") from None
+    verify(folder, restored)
+    return restored
+
+
+def _read_all(folder: str) -> None:
+    """Read every array of the checkpoint at `folder` to host memory and verify it."""
+    tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(folder) / "default")
+    tree = getattr(tree, "tree", tree)
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    with _quiet_read_errors(), ocp.PyTreeCheckpointer() as ckptr:
+        restored = ckptr.restore(os.path.join(folder, "default"),
+                                 args=ocp.args.PyTreeRestore(item=tree, restore_args=args))
+    verify(folder, restored)
+
+
+def has_checkpoints(workdir: str) -> bool:
+    """Whether `<workdir>/checkpoints` holds a finished periodic checkpoint (no orbax)."""
+    d = epath.Path(workdir) / "checkpoints"
+    return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
 
 class Checkpoints:
-    """The periodic and best-by-accuracy checkpoint managers of one workdir."""
+    """The periodic and best-by-accuracy checkpoint managers of one workdir. `method` names
+    the run's method in the message of a checkpoint of another model."""
 
-    def __init__(self, workdir: str, *, keep: int = 3, best_metric: str = "top1/combined"):
+    def __init__(self, workdir: str, *, keep: int = 3, best_metric: str = "top1/combined",
+                 method: str | None = None):
         root = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
-        self.best_metric = best_metric
+        self.best_metric, self.method = best_metric, method
         self.latest = ocp.CheckpointManager(
             root / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
@@ -39,6 +273,15 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
+    def _manager(self, which: str):
+        if which not in ("latest", "best"):
+            raise ValueError(f"checkpoint {which!r}; valid: latest, best")
+        return self.latest if which == "latest" else self.best
+
+    @staticmethod
+    def _folder(mgr, step: int) -> str:
+        return str(mgr.directory / str(step))
+
     def _read_best_value(self) -> float:
         step = self.best.latest_step()
         metrics = (self.best.metrics(step) or {}) if step is not None else {}
@@ -49,8 +292,10 @@ class Checkpoints:
         return self._best
 
     def save(self, step: int, state: Any) -> None:
-        """Periodic checkpoint of `state` at `step` (asynchronous; `wait` to finish)."""
-        self.latest.save(step, args=ocp.args.StandardSave(state), force=True)
+        """Periodic checkpoint of `state` at `step` with its digest (asynchronous; `wait` to
+        finish)."""
+        self.latest.save(step, args=ocp.args.StandardSave(state), force=True,
+                         custom_metadata={DIGEST_KEY: digest(state)})
 
     def save_best(self, step: int, state: Any, metrics: dict[str, float]) -> bool:
         """Save `state` as the best checkpoint when `metrics[best_metric]` improved."""
@@ -58,33 +303,91 @@ class Checkpoints:
         if value <= self._best:
             return False
         self.best.save(step, args=ocp.args.StandardSave(state),
-                       metrics={k: float(v) for k, v in metrics.items()}, force=True)
+                       metrics={k: float(v) for k, v in metrics.items()}, force=True,
+                       custom_metadata={DIGEST_KEY: digest(state)})
         self._best = value
         return True
 
     def restore(self, abstract_state: Any, which: str = "latest") -> tuple[Any, int] | None:
-        """(state, step) from the newest periodic ('latest') or the best ('best') checkpoint,
-        placed with the shardings of `abstract_state`; None if there is none."""
-        if which not in ("latest", "best"):
-            raise ValueError(f"checkpoint {which!r}; valid: latest, best")
-        mgr = self.latest if which == "latest" else self.best
-        step = mgr.latest_step()
-        if step is None:
-            return None
-        state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
-        return state, step
+        """(state, step) from the newest good periodic ('latest') or best ('best')
+        checkpoint, placed with the shardings of `abstract_state`; None if there is none.
+
+        Newer checkpoints that cannot be read or verified are moved aside (named in a
+        warning). Mismatch if the newest one holds another model; Damaged, with nothing
+        moved, if none can be read (a fault of this machine rather than of the files)."""
+        mgr = self._manager(which)
+        failed: list[tuple[int, str]] = []
+        for step in sorted(mgr.all_steps(), reverse=True):
+            folder = self._folder(mgr, step)
+            try:
+                check_fits(folder, abstract_state, self.method)
+                with _quiet_read_errors():
+                    state = mgr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                verify(folder, state)
+            except Mismatch:
+                raise
+            except Exception as e:  # noqa: BLE001 - a read failure: try the previous one
+                if not _is_damage(e):
+                    raise
+                failed.append((step, _reason(e)))
+                continue
+            self._set_aside(mgr, failed, f"resuming from step {step}")
+            return state, step
+        if failed:
+            raise CheckpointError(
+                f"no checkpoint in {mgr.directory} can be read (nothing moved): "
+                + "; ".join(f"step {s}: {r}" for s, r in failed))
+        return None
+
+    def last_good(self) -> int | None:
+        """The newest periodic checkpoint that reads and verifies (damaged newer ones are
+        moved aside); None if none does. Reads whole checkpoints: for the NaN message."""
+        failed: list[tuple[int, str]] = []
+        for step in sorted(self.latest.all_steps(), reverse=True):
+            try:
+                _read_all(self._folder(self.latest, step))
+            except Exception as e:  # noqa: BLE001
+                failed.append((step, _reason(e)))
+                continue
+            self._set_aside(self.latest, failed, f"the last good one is step {step}")
+            return step
+        return None
+
+    def _set_aside(self, mgr, failed: list[tuple[int, str]], then: str) -> None:
+        """Rename each failed step's folder to `<step>.damaged-<time>` (process 0), so that
+        orbax no longer lists it; nothing is deleted."""
+        if not failed:
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for step, reason in failed:
+            folder = self._folder(mgr, step)
+            aside = f"{folder}.damaged-{stamp}"
+            if jax.process_index() == 0:
+                n = 1
+                while os.path.exists(aside):
+                    n += 1
+                    aside = f"{folder}.damaged-{stamp}-{n}"
+                os.rename(folder, aside)
+            logging.warning("Checkpoint %s is damaged (%s): moved aside to %s; %s.",
+                            folder, reason, aside, then)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("fgvc_jax:checkpoints_set_aside")
+        mgr.reload()
+
+    def candidates(self, which: str = "best") -> list[tuple[str, int]]:
+        """(folder, step) of every checkpoint `find` may return, newest first: 'best' then
+        'latest' for 'best'. The tools try them in order, skipping damaged ones."""
+        mgrs = [self.best, self.latest] if which == "best" else [self._manager(which)]
+        return [(self._folder(m, s), s) for m in mgrs for s in sorted(m.all_steps(),
+                                                                      reverse=True)]
 
     def find(self, which: str = "best") -> tuple[str, int] | None:
         """(folder, step) of the best or latest checkpoint; 'best' falls back to 'latest' (a
         run not yet evaluated has no best); None if there is none. For restoring the
         variables alone (`state.restore_variables`)."""
-        if which not in ("latest", "best"):
-            raise ValueError(f"checkpoint {which!r}; valid: latest, best")
-        for mgr in ([self.best, self.latest] if which == "best" else [self.latest]):
-            step = mgr.latest_step()
-            if step is not None:
-                return str(mgr.directory / str(step)), step
-        return None
+        found = self.candidates(which)
+        return found[0] if found else None
 
     def wait(self) -> None:
         self.latest.wait_until_finished()

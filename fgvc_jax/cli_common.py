@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter
+
+from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -41,7 +43,22 @@ def run(main, define_tool_flags) -> None:
     define_common_flags()
     define_tool_flags()
     check_config_args(sys.argv[1:])
-    app.run(main)
+    def quiet_main(argv):
+        quiet()
+        return main(argv)
+
+    app.run(quiet_main)
+
+
+def quiet() -> None:
+    """The tools' output is their report: absl, orbax and JAX INFO lines are dropped."""
+    import logging as std_logging
+
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    for name in ("jax", "orbax", "absl", "tensorflow"):
+        std_logging.getLogger(name).setLevel(std_logging.WARNING)
 
 
 def image_paths(argv: list[str], tool: str) -> list[str]:

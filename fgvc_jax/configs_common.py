@@ -61,6 +61,8 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
              eval_every_steps=0,   # > 0 overrides eval_every_epochs
              log_every=50, checkpoint_every=1000, keep=3,
              dtype="float32",      # compute dtype: float32 | bfloat16 (params stay float32)
+             ema_decay=0.0,        # EMA of the weights (e.g. 0.9998); 0 = off. Evaluated
+                                   # as 'ema/...' next to the raw weights; the tools use it
              best_metric="top1/combined")
     c.update(overrides)
     return ml_collections.ConfigDict(c)
@@ -97,7 +99,9 @@ def make_config(method: str, arg: str | None, *, data: dict, optim: dict, train:
     config.train = train_config(**train)
     config.init = ml_collections.ConfigDict(dict(
         pretrained="",             # .pth / .safetensors / converted orbax dir; "" = from scratch
-        dont_load=dont_load))      # regex of 'backbone/...' paths not to load (e.g. the head)
+        from_workdir="",           # an earlier run of this library: start from its weights
+        dont_load=dont_load))      # regex of paths not to load (e.g. '^backbone/fc/'; with
+    # from_workdir, '^(?!backbone/)' loads the backbone only, 'head' all but the heads)
     if cpu:
         config.train.update(SYNTHETIC_TRAIN)
         for section, fields in (synthetic or {}).items():

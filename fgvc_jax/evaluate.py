@@ -76,8 +76,10 @@ def collect(trained: Trained, batches, flip: bool = True) -> dict[str, np.ndarra
 
 
 def topk_metrics(tops: dict[str, np.ndarray], view: str) -> dict[str, float]:
-    """{'top1/<name>': %, 'top5/<name>': %} of one view ('single' or 'flip')."""
+    """{'top1/<name>', 'top5/<name>', 'mean_class/<name>': %} of one view ('single' or
+    'flip'); mean_class is the mean over the classes present of their top-1 accuracy."""
     labels, out = tops["label"], {}
+    present = np.unique(labels)
     for key, top in sorted(tops.items()):
         if not key.startswith(view + "/"):
             continue
@@ -85,7 +87,18 @@ def topk_metrics(tops: dict[str, np.ndarray], view: str) -> dict[str, float]:
         hit = top == labels[:, None]
         out[f"top1/{name}"] = 100.0 * float(hit[:, 0].mean())
         out[f"top5/{name}"] = 100.0 * float(hit.any(-1).mean())
+        out[f"mean_class/{name}"] = 100.0 * float(np.mean(
+            [hit[labels == c, 0].mean() for c in present]))
     return out
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Mean over the classes (true or predicted at least once) of 2PR / (P + R), percent."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted, true = cm.sum(0), cm.sum(1)
+    present = (predicted + true) > 0
+    f1 = np.where(predicted + true > 0, 2 * tp / np.maximum(predicted + true, 1), 0.0)
+    return 100.0 * float(f1[present].mean())
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
@@ -139,17 +152,51 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str, title: str) -> N
     plt.close(fig)
 
 
+def folder_batches(trained: Trained, root: str, batch_size: int):
+    """Padded eval batches of `root/<class name>/*.jpg` (the model's class names; no dataset
+    needed), labelled by folder."""
+    from fgvc_jax import image_files
+
+    if not os.path.isdir(root):
+        raise ToolError(f"--images {root}: no such folder (expected <class name>/*.jpg in it).")
+    index = {n: i for i, n in enumerate(trained.class_names)}
+    folders = sorted(d for d in os.listdir(root)
+                     if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    unknown = [d for d in folders if d not in index]
+    if unknown or not folders:
+        raise ToolError(f"--images {root}: sub-folders must be class names of the model; "
+                        f"{'unknown: ' + ', '.join(unknown) if unknown else 'none found'} "
+                        f"(classes: {', '.join(trained.class_names[:10])}"
+                        f"{', ...' if len(index) > 10 else ''}).")
+    paths, labels = [], []
+    for d in folders:
+        files = image_files.expand_paths([os.path.join(root, d)])
+        paths += files
+        labels += [index[d]] * len(files)
+    images, ok, _ = image_files.load_images(paths, trained.config)
+    labels = np.asarray(labels, np.int32)
+    for start in range(0, len(images), batch_size):
+        n = min(batch_size, len(images) - start)
+        image = np.zeros((batch_size,) + images.shape[1:], np.uint8)
+        label = np.zeros((batch_size,), np.int32)
+        image[:n], label[:n] = images[start:start + n], labels[start:start + n]
+        yield {"image": image, "label": label, "mask": np.arange(batch_size) < n}
+
+
 def evaluate(trained: Trained, *, split: str | None = None, batch_size: int | None = None,
-             flip: bool = True, out_dir: str | None = None, top_confused: int = 10) -> dict:
-    """Evaluate `trained` on `split` (default: the config's test split); write the JSON report
-    and the confusion PNG into `out_dir` (default: the workdir). Returns the report."""
+             flip: bool = True, out_dir: str | None = None, top_confused: int = 10,
+             images: str | None = None) -> dict:
+    """Evaluate `trained` on `split` (default: the config's test split) or on the folder
+    `images` (`<class name>/*.jpg`, no dataset needed); write the JSON report and the
+    confusion PNG into `out_dir` (default: the workdir). Returns the report."""
     from fgvc_jax import data
 
     config = trained.config
-    split = split or config.data.test_split
+    split = images or split or config.data.test_split
     bs = batch_size or config.train.get("eval_batch_size", 0) or config.train.batch_size
-    tops = collect(trained, data.eval_iterator(config.data, split=split, global_batch_size=bs),
-                   flip)
+    batches = (folder_batches(trained, images, bs) if images else
+               data.eval_iterator(config.data, split=split, global_batch_size=bs))
+    tops = collect(trained, batches, flip)
     names = trained.class_names
     cm = confusion_matrix(tops["label"], tops["single/combined"][:, 0], len(names))
     out_dir = out_dir or trained.workdir
@@ -163,6 +210,7 @@ def evaluate(trained: Trained, *, split: str | None = None, batch_size: int | No
         "method": config.method.name, "dataset": config.data.name, "split": split,
         "count": int(len(tops["label"])),
         "single_view": single,
+        "macro_f1": macro_f1(cm),
         "flip_tta": topk_metrics(tops, "flip") if flip else None,
         "per_class": per_class(cm, names),
         "most_confused": most_confused(cm, names, top_confused),
@@ -185,13 +233,16 @@ def format_report(report: dict) -> str:
                    key=lambda n: (n != "combined", n))
     lines = [f"{report['method']} on {report['dataset']}/{report['split']} "
              f"({report['count']} images), checkpoint step {report['step']}",
-             f"{'head':<16}{'top-1':>8}{'top-5':>8}" + (f"{'flip top-1':>12}{'flip top-5':>12}"
-                                                        if flip else "")]
+             f"{'head':<16}{'top-1':>8}{'top-5':>8}{'class':>8}"
+             + (f"{'flip top-1':>12}{'flip top-5':>12}" if flip else "")]
     for h in heads:
-        row = f"{h:<16}{single['top1/' + h]:>8.2f}{single['top5/' + h]:>8.2f}"
+        row = (f"{h:<16}{single['top1/' + h]:>8.2f}{single['top5/' + h]:>8.2f}"
+               f"{single['mean_class/' + h]:>8.2f}")
         if flip:
             row += f"{flip['top1/' + h]:>12.2f}{flip['top5/' + h]:>12.2f}"
         lines.append(row)
+    lines.append(f"(class: mean per-class top-1); macro-F1 of the combined prediction "
+                 f"{report['macro_f1']:.2f}")
     worst = sorted((c for c in report["per_class"] if c["count"]), key=lambda c: c["top1"])[:5]
     lines.append("lowest per-class top-1: " + ", ".join(
         f"{c['class']} {c['top1']:.1f}%" for c in worst))
@@ -211,7 +262,7 @@ def main(argv) -> None:
         trained = cli_common.load_trained()
         report = evaluate(trained, split=flags.split or None,
                           batch_size=flags.batch_size or None, flip=flags.flip,
-                          out_dir=flags.out or None)
+                          out_dir=flags.out or None, images=flags.images or None)
     except Exception as e:  # user mistakes → one line
         cli_common.fail(e)
     print(format_report(report))
@@ -227,6 +278,8 @@ def run() -> None:
 
     def define_flags():
         flags.DEFINE_string("split", "", "Split to evaluate (default: config.data.test_split).")
+        flags.DEFINE_string("images", "", "Evaluate a folder of <class name>/*.jpg instead of "
+                            "a split (works without the dataset).")
         flags.DEFINE_integer("batch_size", 0, "Evaluation batch (default: the config's).")
         flags.DEFINE_boolean("flip", True, "Also report flip test-time augmentation "
                              "(separately).")

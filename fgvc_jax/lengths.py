@@ -1,17 +1,15 @@
 """Run lengths in steps: every `<name>_steps` / `<name>_epochs` pair of a config section
-(as big_vision's `u.steps`), an epoch being the split actually trained on
-(`config.data.train_split`, e.g. FGVC-Aircraft's 'trainval')."""
+(as big_vision's `u.steps`), an epoch being one pass over the split actually trained on (the
+fit split of `fgvc_jax.data.splits`: e.g. FGVC-Aircraft's 'train+val' under the papers'
+protocol, the training split less the carved validation images otherwise)."""
 from __future__ import annotations
 
 import math
 
 
-def steps_per_epoch(num_examples: dict[str, int], train_split: str, batch_size: int) -> int:
-    """Full global batches in one pass over `train_split` (at least 1)."""
-    if train_split not in num_examples:
-        raise ValueError(f"config.data.train_split={train_split!r} is not a split of the "
-                         f"dataset; its splits: {', '.join(sorted(num_examples))}")
-    return max(num_examples[train_split] // batch_size, 1)
+def steps_per_epoch(fit_size: int, batch_size: int) -> int:
+    """Full global batches in one pass over the `fit_size` training examples (at least 1)."""
+    return max(fit_size // batch_size, 1)
 
 
 def steps(name: str, section, per_epoch: int, *, round_up: bool = False) -> int:

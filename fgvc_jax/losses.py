@@ -8,13 +8,15 @@ import jax.numpy as jnp
 from fgvc_jax.layers.fusion import l2_normalize
 
 
-def cross_entropy(logits, labels, label_smoothing: float = 0.0):
-    """Mean softmax cross-entropy with integer labels; with label smoothing ε the target is
-    (1 − ε)·onehot + ε/K (as torch.nn.CrossEntropyLoss(label_smoothing=ε))."""
+def cross_entropy(logits, labels, label_smoothing: float = 0.0, targets=None):
+    """Mean softmax cross-entropy with integer labels, or with soft `targets` (B, K) when
+    given (mixup / CutMix); with label smoothing ε the target is (1 − ε)·target + ε/K (as
+    torch.nn.CrossEntropyLoss(label_smoothing=ε))."""
     logits = logits.astype(jnp.float32)
     k = logits.shape[-1]
     logp = jax.nn.log_softmax(logits, axis=-1)
-    target = jax.nn.one_hot(labels, k, dtype=jnp.float32)
+    target = (jax.nn.one_hot(labels, k, dtype=jnp.float32) if targets is None
+              else targets.astype(jnp.float32))
     if label_smoothing:
         target = (1.0 - label_smoothing) * target + label_smoothing / k
     return -jnp.mean(jnp.sum(target * logp, axis=-1))

@@ -13,15 +13,23 @@ import os
 import re
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<method>.py:<dataset>")
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "configs/<method>.py:<dataset> (--mode eval: default the workdir's "
+    "config.json)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and eval.json go here.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resuming) or evaluate.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
                                 "--mode eval: which checkpoint of the workdir to evaluate.")
-flags.mark_flags_as_required(["config", "workdir"])
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume a workdir with a config that differs from its run's (the changed keys are "
+    "listed and recorded; a changed length rebuilds the learning-rate schedule for it).")
+flags.mark_flags_as_required(["workdir"])
 
 
 def _fail(message: str) -> None:
@@ -74,21 +82,28 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     _quiet_libraries()
-    from fgvc_jax import train  # after flag parsing: jax is configured by then
+    from fgvc_jax import train, trained  # after flag parsing: jax is configured by then
+    from fgvc_jax import checkpoints, workdir as workdir_lib
 
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
         if _MODE.value == "train":
-            train.train_and_evaluate(config, workdir)
+            if config is None:
+                _fail("--config is required to train (e.g. --config configs/swinfc.py:cub).")
+            train.train_and_evaluate(config, workdir, _ALLOW_CONFIG_CHANGE.value)
         else:
             result = train.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
-            logging.info("eval of step %d: %s", result["step"], result["metrics"])
+            print(f"{result['checkpoint']} checkpoint (step {result['step']}) on "
+                  f"{result['split']}: " + ", ".join(
+                      f"{k} {v:.2f}" for k, v in result["metrics"].items() if k != "count")
+                  + f"\nwritten to {result['path']}")
     except train.Preempted as e:
         logging.warning("%s", e)
         sys.exit(143)
     except FloatingPointError as e:
         _fail(str(e))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, trained.ToolError, workdir_lib.WorkdirError,
+            checkpoints.CheckpointError) as e:
         logging.debug("traceback", exc_info=True)
         _fail(str(e))
 

@@ -104,6 +104,11 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any,
             f"config.optim.lr has no learning rate for parameter group(s) {missing}; the "
             f"method's groups are {list(groups) + (['new'] if 'new' not in groups else [])}, "
             f"config.optim.lr has {sorted(lrs)}.")
+    known = list(groups) + ([] if "new" in groups else ["new"])
+    unknown = sorted(set(lrs) - set(known))
+    if unknown:
+        raise ValueError(f"config.optim.lr has learning rates for {unknown}, which match no "
+                         f"parameter group of the method (its groups: {', '.join(known)}).")
     warmup = lengths.steps("warmup", config, steps_per_epoch)
     wd_mask = regex_mask(params, config.wd_mask)
     factory = _group_optimizer(config, wd_mask)

@@ -12,11 +12,12 @@ from typing import Callable, Iterator
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import traverse_util
 
 from fgvc_jax import optim, parallel
-from fgvc_jax.data import preprocess
+from fgvc_jax.data import augment, cache, preprocess
 from fgvc_jax.state import TrainState
 
 
@@ -27,12 +28,36 @@ def sown_metrics(tree) -> dict[str, jax.Array]:
     return {f"metrics/{k}": jnp.asarray(v, jnp.float32) for k, v in flat.items()}
 
 
+def ema_update(ema, params, decay: float):
+    """EMA of the weights: ema ← decay · ema + (1 − decay) · params."""
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def device_augment(batch: dict, data_config, seed: int, step, num_classes: int) -> dict:
+    """The global batch of uncropped S×S uint8 images (the decoded cache) augmented on the
+    device (`augment.train_batch`: crop, flip, ...; every draw keyed by (seed, step,
+    position)); mixed batches (mixup / CutMix) carry soft 'targets' and their dominant class
+    as 'label'."""
+    images, targets = augment.train_batch(batch["image"], batch["label"],
+                                          augment.step_key(seed, step), data_config,
+                                          num_classes)
+    if not augment.mixes(data_config):
+        return {"image": images, "label": batch["label"]}
+    return {"image": images, "label": jnp.argmax(targets, -1).astype(jnp.int32),
+            "targets": targets}
+
+
 def train_step(state: TrainState, batch: dict, *, method, tx, seed: int,
-               accumulate: int = 1, split: Callable | None = None):
-    """One optimizer update on a global batch; returns (new state, metrics of this step)."""
+               accumulate: int = 1, split: Callable | None = None, ema_decay: float = 0.0,
+               data_config=None):
+    """One optimizer update on a global batch (and of the weights' EMA when `ema_decay` > 0);
+    returns (new state, metrics of this step). With `data_config` the batch holds S×S
+    images augmented here, on the device (`device_augment`)."""
     network = method.network
     has_bs = bool(state.batch_stats)
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    if data_config is not None:
+        batch = device_augment(batch, data_config, seed, state.step, method.num_classes)
 
     def grad_fn(params, batch_stats, mb, index):
         def loss_fn(params):
@@ -44,11 +69,14 @@ def train_step(state: TrainState, batch: dict, *, method, tx, seed: int,
                 variables, images, train=True,
                 rngs={"dropout": jax.random.fold_in(rng, index)},
                 mutable=["batch_stats", "metrics"] if has_bs else ["metrics"])
-            loss, terms = method.loss(outputs, mb["label"])
+            if "targets" in mb:
+                loss, terms = method.loss(outputs, mb["label"], mb["targets"])
+            else:
+                loss, terms = method.loss(outputs, mb["label"])
             probs = method.predict(outputs)
             acc = jnp.mean((jnp.argmax(probs, -1) == mb["label"]).astype(jnp.float32))
             aux = {**{f"loss/{k}": jnp.asarray(v, jnp.float32) for k, v in terms.items()},
-                   **sown_metrics(mutated.get("metrics", {})), "train_top1": acc}
+                   **sown_metrics(mutated.get("metrics", {})), "top1": 100.0 * acc}
             return loss.astype(jnp.float32), (aux, mutated.get("batch_stats", batch_stats))
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
@@ -58,9 +86,17 @@ def train_step(state: TrainState, batch: dict, *, method, tx, seed: int,
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
+    if ema_decay > 0:
+        new_state = new_state.replace(ema_params=ema_update(state.ema_params, params, ema_decay))
     metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
     metrics.update({f"lr/{g}": lr for g, lr in optim.learning_rates(opt_state).items()})
     return new_state, metrics
+
+
+def _device_augments(config) -> bool:
+    """Whether training batches come uncropped from the decoded cache (configs without a
+    data section, e.g. the benchmarks' bare steps, feed ready-cropped batches)."""
+    return "data" in config and cache.applies(config.data)
 
 
 def make_train_step(method, tx, config: ml_collections.ConfigDict, mesh):
@@ -69,22 +105,28 @@ def make_train_step(method, tx, config: ml_collections.ConfigDict, mesh):
     micro = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
     split = lambda tree: jax.lax.with_sharding_constraint(tree, micro)
     fn = functools.partial(train_step, method=method, tx=tx, seed=config.seed,
-                           accumulate=config.optim.accumulate, split=split)
+                           accumulate=config.optim.accumulate, split=split,
+                           ema_decay=float(config.train.get("ema_decay", 0.0)),
+                           data_config=config.data if _device_augments(config) else None)
     return jax.jit(fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=0)
 
 
 def eval_step(variables: dict, batch: dict, *, method) -> dict:
     """Sums over the valid (mask) examples of top-1/top-5 hits of every score of
-    `method.scores` (each head and the combined prediction)."""
+    `method.scores` (each head and the combined prediction), and per class (for the mean
+    per-class accuracy, FGVC-Aircraft's official metric)."""
     images = preprocess.normalize(batch["image"], method.mean, method.std, method.dtype)
     outputs = method.network.apply(variables, images, train=False)
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-    sums = {"count": mask.sum()}
-    for name, s in method.scores(outputs).items():
+    scores = method.scores(outputs)
+    per_class = jax.nn.one_hot(labels, next(iter(scores.values())).shape[-1]) * mask[:, None]
+    sums = {"count": mask.sum(), "class_count": per_class.sum(0)}
+    for name, s in scores.items():
         _, top = jax.lax.top_k(s, min(5, s.shape[-1]))
         hit = top == labels[:, None]
         sums[f"top1/{name}"] = (hit[:, 0] * mask).sum()
         sums[f"top5/{name}"] = (hit.any(-1) * mask).sum()
+        sums[f"class_hits/{name}"] = (per_class * hit[:, :1]).sum(0)
     return sums
 
 
@@ -95,7 +137,8 @@ def make_eval_step(method, mesh):
 
 
 def evaluate(eval_fn, variables: dict, batches: Iterator[dict], mesh) -> dict[str, float]:
-    """Top-1/top-5 (percent) of every score over a finite iterator of padded batches."""
+    """Top-1/top-5 and mean per-class accuracy (percent) of every score over a finite
+    iterator of padded batches."""
     total = None
     for batch in batches:
         sums = eval_fn(variables, parallel.host_to_global(
@@ -105,4 +148,13 @@ def evaluate(eval_fn, variables: dict, batches: Iterator[dict], mesh) -> dict[st
         raise ValueError("the evaluation split is empty")
     total = jax.device_get(total)
     count = float(total.pop("count"))
-    return {k: 100.0 * float(v) / count for k, v in sorted(total.items())} | {"count": count}
+    class_count = total.pop("class_count")
+    seen = class_count > 0
+    out = {}
+    for k, v in sorted(total.items()):
+        if k.startswith("class_hits/"):  # mean over the classes present of their accuracy
+            out["mean_class/" + k.split("/", 1)[1]] = float(
+                100.0 * np.mean(v[seen] / class_count[seen]))
+        else:
+            out[k] = 100.0 * float(v) / count
+    return out | {"count": count}

@@ -20,13 +20,15 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
+from clu import parameter_overview
 from etils import epath
 from flax import traverse_util
 
 from fgvc_jax import checkpoints as ckpt_lib
-from fgvc_jax import optim, parallel, state as state_lib, step as step_lib
+from fgvc_jax import workdir as workdir_lib
+from fgvc_jax import model_card, optim, parallel, state as state_lib, step as step_lib
 from fgvc_jax.experiment import Experiment
+from fgvc_jax.run_log import RunLog
 
 
 class Preempted(Exception):
@@ -42,26 +44,27 @@ def params_fingerprint(params) -> str:
     return h.hexdigest()[:16]
 
 
-def _writer(workdir: str):
-    if jax.process_index() == 0:
-        return metric_writers.create_default_writer(workdir, asynchronous=True)
-    return metric_writers.MultiWriter([])
-
-
-def _log_overview(run: Experiment, params) -> None:
+def _log_overview(run: Experiment, params, workdir: str) -> None:
+    """The parameter table (once per workdir: also written to `<workdir>/parameters.txt`;
+    again on the console with --verbosity=1) and the parameter groups."""
     if jax.process_index() != 0:
         return
-    parameter_overview.log_parameter_overview(params)
+    path = os.path.join(workdir, "parameters.txt")
+    if not os.path.exists(path) or logging.get_verbosity() >= 1:
+        table = parameter_overview.get_parameter_overview(params)
+        with open(path, "w") as f:
+            f.write(table + "\n")
+        logging.info("Parameters (also in %s):\n%s", path, table)
     labels = optim.group_labels(params, run.method.param_groups())
     counts: dict[str, int] = {}
     for label, p in zip(jax.tree.leaves(labels), jax.tree.leaves(params)):
         counts[label] = counts.get(label, 0) + int(np.prod(p.shape))
-    for g, n in sorted(counts.items()):
-        logging.info("parameter group %-10s %12d params  peak lr %g", g, n,
-                     run.config.optim.lr[g])
-    logging.info("%d devices over %d process(es); global batch %d; %d steps (%d per epoch)",
-                 jax.device_count(), jax.process_count(), run.batch_size, run.num_steps,
-                 run.steps_per_epoch)
+    groups = ", ".join(f"{g} {n / 1e6:.2f}M @ lr {run.config.optim.lr[g]:g}"
+                       for g, n in sorted(counts.items()))
+    logging.info("%s on %s: %d devices / %d process(es), global batch %d, %d steps "
+                 "(%d per epoch); parameter groups: %s", run.config.method.name,
+                 run.config.data.name, jax.device_count(), jax.process_count(), run.batch_size,
+                 run.num_steps, run.steps_per_epoch, groups)
 
 
 class _Sigterm:
@@ -131,6 +134,11 @@ def _mean_metrics(items: list[tuple[int, dict]]) -> dict[str, float]:
     return out
 
 
+def _eval_summary(metrics: dict[str, float]) -> str:
+    keys = [k for k in ("top1/combined", "top5/combined", "ema/top1/combined") if k in metrics]
+    return ", ".join(f"{k} {metrics[k]:.2f}" for k in keys)
+
+
 def _hparams(config: ml_collections.ConfigDict) -> dict:
     flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
@@ -141,63 +149,89 @@ def _write_json(path: str, obj: dict) -> None:
         epath.Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
-                       ) -> state_lib.TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_config_change: bool = False) -> state_lib.TrainState:
+    """Train `config` in `workdir`: one run per workdir (`workdir.RunLock`, held to the end);
+    resuming with another config than the run's stops unless `allow_config_change`
+    (`workdir.record_start`, which also records this start's config)."""
+    parallel.initialize_distributed()
+    with workdir_lib.RunLock(workdir, "train"):  # issue 16: lock and config record
+        workdir_lib.record_start(workdir, config, resuming=ckpt_lib.has_checkpoints(workdir),
+                                 allow_change=allow_config_change)
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                        ) -> state_lib.TrainState:
     """Train `config` in `workdir` (resuming from its latest checkpoint), evaluate every
-    `eval_every` steps and at the end; write `<workdir>/config.json` and `<workdir>/eval.json`.
-    Returns the final state."""
+    `eval_every` steps and at the end; write `<workdir>/config.json`, `model.json` (what the
+    tools need without the dataset) and `eval.json`. Returns the final state."""
     parallel.initialize_distributed()
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     run = Experiment(config)
     t = config.train
-    ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep, best_metric=t.best_metric)
-    writer = _writer(workdir)
+    ema = t.get("ema_decay", 0.0) > 0
+    ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep, best_metric=t.best_metric,
+                                 method=config.method.name)
+    log = RunLog(workdir, num_steps=run.num_steps, steps_per_epoch=run.steps_per_epoch,
+                 batch_size=run.batch_size)
 
-    start_step = ckpts.latest_step() or 0
-    train_iter = run.train_iterator(start_step)
     shapes = run.variable_shapes()
+    run.check_best_metric()
     tx = run.optimizer(shapes["params"])
-    if start_step > 0:
-        state, _ = ckpts.restore(state_lib.abstract_state(tx, shapes, run.mesh), "latest")
+    # issue 16: the newest checkpoint that reads and verifies (damaged ones moved aside)
+    restored = ckpts.restore(state_lib.abstract_state(tx, shapes, run.mesh, ema), "latest")
+    if restored is not None:
+        state, start_step = restored
+        workdir_lib.check_length(start_step, run.num_steps, workdir)
         logging.info("Resumed from %s at step %d", ckpts.latest.directory, start_step)
     else:
-        state = state_lib.create_train_state(tx, run.initial_variables(), run.mesh)
-    _log_overview(run, state.params)
-    if start_step == 0 and jax.process_index() == 0:
-        writer.write_hparams(_hparams(config))
-    if jax.process_index() == 0:  # lets the tools rebuild the run from --workdir alone
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json(indent=2))
+        start_step = 0
+        state = state_lib.create_train_state(tx, run.initial_variables(), run.mesh, ema)
+    train_iter = run.train_iterator(start_step)
+    _log_overview(run, state.params, workdir)
+    if start_step == 0:
+        log.hparams(_hparams(config))
+    model_card.write(workdir, config, run.info, run.method)
 
     step_fn = step_lib.make_train_step(run.method, tx, config, run.mesh)
     eval_fn = step_lib.make_eval_step(run.method, run.mesh)
-    progress = periodic_actions.ReportProgress(num_train_steps=run.num_steps, writer=writer,
-                                               every_steps=t.log_every, every_secs=None)
     sigterm = _Sigterm()
     pending = _Pending()
-    to_log: list[tuple[int, dict]] = []
-    last_log = (start_step, time.perf_counter())
+    to_log: list[int] = []
     timing = {"t0": None, "s0": None, "eval_s": 0.0}
     result: dict[str, Any] = {}
 
-    def log(step: int):
-        nonlocal last_log
+    def log_step(step: int):
         items = pending.drain(step)
         if not items:
             return
-        now = time.perf_counter()
-        s0, t0 = last_log
         summary = _mean_metrics(items)
-        if now > t0 and step > s0:
-            summary["train/images_per_sec"] = (step - s0) * run.batch_size / (now - t0)
-        writer.write_scalars(step, summary)
-        last_log = (step, now)
+        ips = log.images_per_sec(step)
+        if ips is not None:
+            summary["train/images_per_sec"] = ips
+        log.scalars(step, summary)
+        lrs = {k[3:]: v for k, v in summary.items() if k.startswith("lr/")}
+        log.progress(step, summary["train/loss"], lrs, ips)
+
+    selection = "val" if run.splits.val else "test"  # the split the best checkpoint is chosen on
+
+    def evaluate(variables_of, which: str) -> dict:
+        """Metrics of the weights (and their EMA) on the 'val' or 'test' split."""
+        metrics = step_lib.evaluate(eval_fn, variables_of(False), run.eval_iterator(which),
+                                    run.mesh)
+        if ema:
+            ema_metrics = step_lib.evaluate(eval_fn, variables_of(True),
+                                            run.eval_iterator(which), run.mesh)
+            metrics.update({f"ema/{k}": v for k, v in ema_metrics.items() if k != "count"})
+        return metrics
 
     def do_eval(step: int) -> dict:
         t_start = time.perf_counter()
-        metrics = step_lib.evaluate(eval_fn, state.variables(), run.eval_iterator(), run.mesh)
+        metrics = evaluate(lambda e: state.variables(ema=e), "val")
         timing["eval_s"] += time.perf_counter() - t_start
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "count"})
+        log.scalars(step, {f"{selection}/{k}": v for k, v in metrics.items() if k != "count"})
+        log.line(f"step {step}: {selection} {_eval_summary(metrics)}")
         if t.best_metric not in metrics:
             raise ValueError(f"config.train.best_metric={t.best_metric!r}; valid: "
                              f"{', '.join(k for k in metrics if k != 'count')}")
@@ -205,6 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         if ckpts.save_best(step, state, metrics):
             logging.info("step %d: new best %s = %.2f", step, t.best_metric,
                          metrics[t.best_metric])
+        log.restart_clock(step)
         return metrics
 
     try:
@@ -215,28 +250,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
             state, metrics = step_fn(state, batch)
             pending.add(step, metrics)
             if to_log:  # log the previous log step now that this step is queued
-                log(to_log.pop())
-            if step == start_step + 1:
+                log_step(to_log.pop())
+            if step == start_step + 1:  # compiled: the clock starts after the first step
                 jax.block_until_ready(state)
                 timing["t0"], timing["s0"] = time.perf_counter(), step
-                log(step)
+                log_step(step)
+                log.restart_clock(step)
             elif step % t.log_every == 0:
                 to_log.append(step)
-            progress(step)
             if sigterm.reached(step):
                 pending.check()
                 ckpts.save(step, state)
                 ckpts.wait()
                 raise Preempted(f"Pre-empted: checkpoint of step {step} saved in {workdir}")
             if run.eval_every and step % run.eval_every == 0 and step < run.num_steps:
-                with progress.timed("eval"):
-                    do_eval(step)
+                if to_log:
+                    log_step(to_log.pop())
+                do_eval(step)
             if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.num_steps:
                 pending.check()
                 ckpts.save(step, state)
         if to_log:
-            log(to_log.pop())
-        log(step)
+            log_step(to_log.pop())
+        log_step(step)
         jax.block_until_ready(state)
         # training time only: before the final evaluation adds to timing["eval_s"]
         train_s = (time.perf_counter() - timing["t0"] - timing["eval_s"]) if timing["t0"] else 0.0
@@ -244,8 +280,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
             ckpts.save(step, state)
         final = do_eval(step)
         ckpts.wait()
+        test = final if selection == "test" else evaluate(lambda e: state.variables(ema=e),
+                                                          "test")
+        best_step = ckpts.best.latest_step()
+        test_best = test
+        if best_step is not None and best_step != step:
+            best_dir = ckpts.find("best")[0]
+            test_best = evaluate(lambda e: state_lib.restore_variables(
+                best_dir, shapes, run.mesh, ema=e), "test")
         steps = step - (timing["s0"] or step)
-        result = {"step": int(step), "metrics": final, "num_steps": run.num_steps,
+        result = {"step": int(step), "metrics": test, "num_steps": run.num_steps,
+                  "selection_split": run.splits.val or run.splits.test,
+                  "selection": final, "test_best": {"step": best_step, "metrics": test_best},
                   "best": {t.best_metric: ckpts.best_value()},
                   "train_steps_per_sec": steps / train_s if train_s > 0 and steps else None,
                   "train_images_per_sec": (steps * run.batch_size / train_s
@@ -254,27 +300,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         logging.info("process %d of %d: parameter fingerprint %s", jax.process_index(),
                      jax.process_count(), result["params_fingerprint"])
         _write_json(os.path.join(workdir, "eval.json"), result)
-        if jax.process_index() == 0:
-            logging.info("Final evaluation at step %d: %s", step,
-                         ", ".join(f"{k} {v:.2f}" for k, v in final.items() if k != "count"))
+        log.scalars(step, {f"test/{k}": v for k, v in test.items() if k != "count"})
+        log.line(f"test split, last checkpoint (step {step}): {_eval_summary(test)}; best "
+                 f"checkpoint (step {best_step}, by {selection} {t.best_metric}): "
+                 f"{_eval_summary(test_best)}")
     except FloatingPointError as e:
         ckpts.wait()
-        last = ckpts.latest_step()
+        last = ckpts.last_good()  # issue 16: read back and verified
         raise FloatingPointError(
             f"{e} Last good checkpoint: "
             + (f"step {last} in {ckpts.latest.directory}" if last else "none yet")) from None
     finally:
         sigterm.restore()
-        writer.flush()
+        log.close()
         ckpts.wait()
         ckpts.close()
     return state
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
                         which: str = "best") -> dict:
+    """`--mode eval`, holding the workdir's run lock (it writes into the workdir)."""
+    with workdir_lib.RunLock(workdir, "--mode eval", create=False):  # issue 16
+        return _evaluate_checkpoint(config, workdir, which)
+
+
+def _evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
+                         which: str = "best") -> dict:
     """`--mode eval`: evaluate the best (or latest) checkpoint of `workdir` on the test split
-    and write `<workdir>/eval.json`."""
+    and write `<workdir>/eval_<which>.json` (the training's eval.json is left as it is).
+    `config` defaults to the workdir's config.json; a workdir that does not exist is an
+    error (it is never created)."""
+    from fgvc_jax import trained
+
+    if not os.path.isdir(workdir):
+        raise FileNotFoundError(f"--workdir {os.path.abspath(workdir)} does not exist "
+                                "(--mode eval never creates one: check the path).")
+    config = trained.read_config(workdir, config)
     parallel.initialize_distributed()
     run = Experiment(config)
     restored = state_lib.restore_workdir_variables(workdir, config, run.variable_shapes(),
@@ -285,6 +347,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     variables, step = restored
     metrics = step_lib.evaluate(step_lib.make_eval_step(run.method, run.mesh), variables,
                                 run.eval_iterator(), run.mesh)
-    result = {"step": int(step), "checkpoint": which, "metrics": metrics}
-    _write_json(os.path.join(workdir, "eval.json"), result)
+    path = os.path.join(workdir, f"eval_{which}.json")
+    result = {"step": int(step), "checkpoint": which, "split": config.data.test_split,
+              "metrics": metrics, "path": path}
+    _write_json(path, result)
     return result

@@ -1,5 +1,6 @@
-"""A trained model of a workdir, for the tools (evaluate, predict, explain): its config, method,
-dataset description and restored variables.
+"""A trained model of a workdir, for the tools (evaluate, predict, explain, export): its
+config, method, class names (from `<workdir>/model.json`: no dataset needed) and restored
+variables.
 
 The config comes from the caller (`--config`, the one the run was trained with) or, when the
 trainer wrote it, from `<workdir>/config.json`. The checkpoint is the workdir's best one (or
@@ -9,7 +10,6 @@ saves.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -53,8 +53,12 @@ def read_config(workdir: str, config: ml_collections.ConfigDict | None = None
         raise ToolError(f"no {CONFIG_FILE} in workdir {os.path.abspath(workdir)}: pass the "
                         "config the run was trained with, e.g. --config "
                         "configs/<method>.py:<dataset> (with the same --config.* overrides).")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    from fgvc_jax import workdir as workdir_lib
+
+    try:  # the latest start's config (config_history/), one line if corrupt (issue 16)
+        return ml_collections.ConfigDict(workdir_lib.run_config(workdir))
+    except workdir_lib.WorkdirError as e:
+        raise ToolError(str(e)) from None
 
 
 def check_workdir(workdir: str | None) -> str:
@@ -68,8 +72,14 @@ def check_workdir(workdir: str | None) -> str:
     return workdir
 
 
-def class_names_of(config: ml_collections.ConfigDict) -> list[str]:
-    """The class names of the config's dataset (prepares it if needed)."""
+def class_names_of(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+    """The class names the model was trained with, from `<workdir>/model.json` (no dataset
+    needed); a run older than model cards prepares its dataset to find them."""
+    from fgvc_jax import model_card
+
+    saved = model_card.read(workdir)
+    if saved is not None:
+        return list(saved["class_names"])
     from fgvc_jax import data
     return list(data.prepare(config.data).class_names)
 
@@ -82,7 +92,7 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None,
 
     workdir = check_workdir(workdir)
     config = read_config(workdir, config)
-    names = class_names_of(config)
+    names = class_names_of(workdir, config)
     method = state.create_method(config, len(names))
     shape = (int(config.data.eval_crop),) * 2 + (3,)
     restored = state.restore_workdir_variables(

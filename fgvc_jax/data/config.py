@@ -27,20 +27,42 @@ def default_config(name: str = "synthetic_fgvc") -> ml_collections.ConfigDict:
     c.folder_root = config_dict.placeholder(str)  # `folder`: root/<split>/<class>/*.jpg
     c.label_level = "variant"                     # fgvc_aircraft: variant | family | manufacturer
     c.download = True       # cub, stanford_dogs: try the TFDS catalog when no manual files exist
-    c.train_split = "trainval" if name == "fgvc_aircraft" else "train"
+    c.train_split = "train"
     c.test_split = "test"
+    # Model selection (fgvc_jax.data.splits): with val_fraction > 0 periodic evaluation and
+    # the best checkpoint use a validation split — the official one (val_split, FGVC-Aircraft's
+    # 'val') or val_fraction of the training split, carved stratified with val_seed; the test
+    # split is read only at the end. val_fraction=0: the papers' protocol (fit on train +
+    # val_split, e.g. FGVC-Aircraft's trainval; evaluate on test).
+    c.val_split = "val" if name == "fgvc_aircraft" else ""
+    c.val_fraction = 0.1
+    c.val_seed = 0
     c.resize = 64 if synthetic else 512           # S: resize (square) before the random crop
     c.crop = 64 if synthetic else 448             # C
     c.eval_resize = c.resize
     c.eval_crop = c.crop
     c.resize_mode = "square"                      # "square": S×S; "shorter": shorter side → S
     c.flip = True
+    c.train_crop = "random"                       # "random" | "center" (CRA-SMRA's recipe)
     c.rotation = 0.0                              # max degrees of random rotation; 0 = off
     c.color_jitter = 0.0                          # brightness/contrast/saturation strength; 0 = off
     c.skip_corrupt = False                        # skip unreadable images (with a warning) or fail
-    # Unused by the random-access pipeline (every epoch is a full permutation); kept so that
-    # configs written for buffer-shuffling pipelines stay valid.
-    c.shuffle_buffer = 0
+    # "decoded": each image decoded and resized to S×S once (a uint8 .npy per split and S in
+    # the dataset's folder); training batches are then S×S and cropped/augmented on the
+    # device (`fgvc_jax.data.augment.train_batch`), evaluation center-crops the cache on the
+    # host. "none": decode and crop every image at every step (resize_mode 'shorter' always).
+    c.cache = "decoded"
+    # Device-side augmentations beyond crop/flip/rotation/jitter, each off by default (the
+    # papers' recipes do not use them); the values peers use are named per field.
+    c.randaugment_ops = 0            # RandAugment N ops per image; DeiT/Swin (timm
+    #                                  rand-m9-mstd0.5-inc1): 2
+    c.randaugment_magnitude = 9.0    # M of 10; DeiT/Swin: 9
+    c.randaugment_magnitude_std = 0.5  # per-op magnitude noise; DeiT/Swin: 0.5
+    c.erase_prob = 0.0               # random erasing probability; DeiT/Swin (timm --reprob): 0.25
+    c.mixup_alpha = 0.0              # Beta(α, α) mixup; DeiT/Swin (timm --mixup): 0.8
+    c.cutmix_alpha = 0.0             # Beta(α, α) CutMix; DeiT/Swin (timm --cutmix): 1.0
+    c.mix_prob = 1.0                 # probability a batch is mixed at all; timm default: 1.0
+    c.mix_switch_prob = 0.5          # CutMix instead of mixup when both on; timm default: 0.5
     c.prefetch = 2                                # batches decoded ahead
     c.num_workers = 0                             # decoding threads; 0 = one per CPU core
     c.synthetic = ml_collections.ConfigDict(dict(

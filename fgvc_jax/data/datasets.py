@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import re
 import shutil
+import socket
+import urllib.parse
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from fgvc_jax.data import splits
 from fgvc_jax.data.builders import aircraft, cars, cub, dogs, folder, nabirds, synthetic_fgvc
 from fgvc_jax.data.config import LABEL_LEVELS, check_name
 from fgvc_jax.data.errors import DataError
@@ -30,10 +34,17 @@ _CATALOG = {"cub": "caltech_birds2011", "stanford_dogs": "stanford_dogs"}
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
+    """What a trained model needs to know of its dataset (written into the workdir)."""
+
     name: str
     num_classes: int
     class_names: list[str]
     num_examples: dict[str, int]
+    version: str = ""
+    fingerprint: str = ""  # of the name, version, classes and split sizes (and a folder's files)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def _dirs(config) -> tuple[Path, Path]:
@@ -119,7 +130,11 @@ def _prepare_release(config, cls, b, manual, extract_root, kw):
     if source is not None:
         return cls(source=source, skip_corrupt=config.skip_corrupt, **kw)
     missing = (f"Dataset {config.name!r} not found. Put {cls.EXPECTED} in {manual} "
-               "(or set config.manual_dir to the folder that holds them).")
+               "(or set config.data.manual_dir to the folder that holds them).")
+    if cb is not None and config.download and not _reachable(cb.info.homepage):
+        raise DataError(f"{missing} The TFDS catalog download of {catalog!r} is not possible: "
+                        f"{urllib.parse.urlparse(cb.info.homepage).hostname} cannot be reached "
+                        "(no network?).")
     if cb is not None and config.download:
         try:
             cb.download_and_prepare()
@@ -130,10 +145,27 @@ def _prepare_release(config, cls, b, manual, extract_root, kw):
     raise DataError(missing)
 
 
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether the host of `url` accepts a connection within `timeout` seconds (so that a
+    machine without network fails in seconds, not after minutes of download retries)."""
+    parts = urllib.parse.urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def info(b: tfds.core.DatasetBuilder, name: str) -> DatasetInfo:
     names = list(b.info.features["label"].names)
+    sizes = {k: v.num_examples for k, v in b.info.splits.items()}
+    identity = json.dumps([name, str(b.info.version), names, sorted(sizes.items()),
+                           (b.info.metadata or {}).get("fingerprint")], sort_keys=True,
+                          default=str)
     return DatasetInfo(name=name, num_classes=len(names), class_names=names,
-                       num_examples={k: v.num_examples for k, v in b.info.splits.items()})
+                       num_examples=sizes, version=str(b.info.version),
+                       fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:16])
 
 
 def prepare(config) -> DatasetInfo:
@@ -149,12 +181,15 @@ def _split_names(split: str) -> list[str]:
 
 
 def check_splits(config) -> None:
-    """Raises a DataError unless config.train_split and config.test_split name splits of the
-    prepared dataset (the message names the missing split and the splits there are)."""
+    """Raises a DataError unless config.train_split, config.val_split (when set) and
+    config.test_split name splits of the prepared dataset (the message names the missing
+    split and the splits there are)."""
     have = sorted(builder(config).info.splits)
     where = (f" (the splits of a 'folder' dataset are the sub-folders of {config.folder_root})"
              if config.name == "folder" else "")
-    for key in ("train_split", "test_split"):
+    for key in ("train_split", "val_split", "test_split"):
+        if not config.get(key):
+            continue
         missing = [s for s in _split_names(config[key]) if s not in have]
         if missing:
             raise DataError(f"config.{key}={config[key]!r}: dataset {config.name!r} has no split "
@@ -162,8 +197,13 @@ def check_splits(config) -> None:
 
 
 def data_source(config, split: str):
-    """Random-access records {'image': JPEG bytes, 'label': int, ...} of `split`."""
+    """Random-access records {'image': JPEG bytes, 'label': int, ...} of `split` (a split
+    name, a TFDS split expression, or a validation split carved from a training split,
+    `splits.resolve`)."""
     b = builder(config)
+    if splits.is_carved(split):
+        base = data_source(config, split.split("~")[0])
+        return splits.carved_source(split, base, Path(b.data_dir), config.get("val_seed", 0))
     base_split = re.split(r"[\[+]", split)[0]
     if base_split not in b.info.splits:
         raise DataError(f"Dataset {config.name!r} has no split {split!r}; it has "

@@ -7,6 +7,12 @@ Each example's augmentation draws from `default_rng([seed, e, position])`. So a 
 pure function of (seed, step): starting at any step reads nothing before it, and the global
 batch does not depend on the number of processes. Decoding runs in a thread pool (PIL
 releases the GIL) with `prefetch` batches in flight.
+
+With the decoded cache (`cache.applies(config)`: data.cache 'decoded', resize_mode
+'square') nothing is decoded per step: training batches are the uncropped S×S uint8 images
+of the same examples, cropped and augmented on the device from (seed, step)
+(`augment.train_batch`); evaluation batches are the center C×C slices of the cache, the
+pixels of the decode path.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from fgvc_jax.data import datasets, preprocess
+from fgvc_jax.data import cache, datasets, preprocess
 from fgvc_jax.data.errors import DataError
 
 
@@ -80,19 +86,66 @@ def _collect(futures, size: int, crop: int) -> dict:
     return {"image": images, "label": labels, "mask": mask}
 
 
+def _load_cached(decoded: cache.Cache, batches, crop: int | None, workers: int,
+                 prefetch: int) -> Iterator[dict]:
+    """Gathers each batch of `batches` (indices, _, size) from the cache, in order; `crop`:
+    the center crop C of each S×S image, None for the whole image. Each batch is copied by
+    `workers` threads (numpy releases the GIL), `prefetch` batches ahead."""
+    s = decoded.images.shape[1]
+    c = crop or s
+    o = (s - c) // 2
+    workers = workers or os.cpu_count() or 1
+
+    def copy(out, indices, rows):
+        for j in rows:
+            out[j] = decoded.images[indices[j], o:o + c, o:o + c]
+
+    def submit(indices, size):
+        indices = np.asarray(indices, np.int64)
+        out = np.zeros((size, c, c, 3), np.uint8)
+        labels = np.zeros((size,), np.int32)
+        labels[:len(indices)] = decoded.labels[indices]
+        parts = np.array_split(np.arange(len(indices)), min(workers, max(1, len(indices))))
+        futures = [pool.submit(copy, out, indices, rows) for rows in parts]
+        return futures, {"image": out, "label": labels, "mask": np.arange(size) < len(indices)}
+
+    def collect(futures, batch):
+        for f in futures:
+            f.result()
+        return batch
+
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
+    pending = collections.deque()
+    try:
+        for indices, _, size in batches:
+            pending.append(submit(indices, size))
+            if len(pending) > prefetch:
+                yield collect(*pending.popleft())
+        while pending:
+            yield collect(*pending.popleft())
+    finally:
+        if not sys.is_finalizing():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 def train_iterator(config, *, global_batch_size: int, seed: int, start_step: int = 0,
                    process_index: int | None = None,
                    process_count: int | None = None) -> Iterator[dict]:
-    """Endless host-local training batches {image uint8 (L, C, C, 3), label int32 (L,)}."""
+    """Endless host-local training batches {image uint8 (L, C, C, 3), label int32 (L,)};
+    with the decoded cache the images are the uncropped (L, S, S, 3), for
+    `augment.train_batch` on the device."""
     p, count = _processes(process_index, process_count)
     local = _local_batch(global_batch_size, count)
-    source = datasets.data_source(config, config.train_split)
+    aug = preprocess.Augment.train(config)
+    decoded = (cache.load(config, config.train_split, config.resize, config.num_workers)
+               if cache.applies(config) else None)
+    source = decoded if decoded is not None else datasets.data_source(config,
+                                                                      config.train_split)
     n = len(source)
     steps_per_epoch = n // global_batch_size
     if steps_per_epoch == 0:
         raise DataError(f"Split {config.train_split!r} has {n} examples, fewer than one global "
                         f"batch of {global_batch_size}.")
-    aug = preprocess.Augment.train(config)
 
     def batches():
         step = start_step
@@ -107,7 +160,10 @@ def train_iterator(config, *, global_batch_size: int, seed: int, start_step: int
     def decode(data, key):
         return preprocess.train_image(data, np.random.default_rng(key), aug)
 
-    for batch in _load(source, batches(), decode, aug.crop, config.num_workers, config.prefetch):
+    loaded = (_load_cached(decoded, batches(), None, config.num_workers, config.prefetch)
+              if decoded is not None else
+              _load(source, batches(), decode, aug.crop, config.num_workers, config.prefetch))
+    for batch in loaded:
         del batch["mask"]
         yield batch
 
@@ -118,9 +174,12 @@ def eval_iterator(config, *, split: str | None = None, global_batch_size: int,
     """The whole split once, in order: {image, label, mask}; mask is False on padding."""
     p, count = _processes(process_index, process_count)
     local = _local_batch(global_batch_size, count)
-    source = datasets.data_source(config, split or config.test_split)
-    n = len(source)
+    split = split or config.test_split
     aug = preprocess.Augment.eval(config)
+    decoded = (cache.load(config, split, aug.resize, config.num_workers)
+               if cache.applies(config) else None)
+    source = decoded if decoded is not None else datasets.data_source(config, split)
+    n = len(source)
 
     def batches():
         for start in range(0, n, global_batch_size):
@@ -128,14 +187,9 @@ def eval_iterator(config, *, split: str | None = None, global_batch_size: int,
             hi = min(start + (p + 1) * local, n)
             yield range(lo, hi), [None] * (hi - lo), local
 
+    if decoded is not None:
+        yield from _load_cached(decoded, batches(), aug.crop, config.num_workers,
+                                config.prefetch)
+        return
     yield from _load(source, batches(), lambda data, _: preprocess.eval_image(data, aug),
                      aug.crop, config.num_workers, config.prefetch)
-
-
-def to_global(batch: dict, mesh) -> dict:
-    """Host-local numpy batch → global jax.Arrays sharded along mesh axis 'data'."""
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    sharding = NamedSharding(mesh, P("data"))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in batch.items()}

@@ -26,11 +26,16 @@ class Augment:
     flip: bool = False
     rotation: float = 0.0     # max degrees
     color_jitter: float = 0.0
+    center_crop: bool = False  # data.train_crop='center'
 
     @classmethod
     def train(cls, config) -> "Augment":
+        crop = config.get("train_crop", "random")
+        if crop not in ("random", "center"):
+            raise DataError(f"config.data.train_crop={crop!r}; expected 'random' or 'center'.")
         return cls(config.resize, config.crop, config.resize_mode, config.flip,
-                   float(config.rotation), float(config.color_jitter)).checked()
+                   float(config.rotation), float(config.color_jitter),
+                   crop == "center").checked()
 
     @classmethod
     def eval(cls, config) -> "Augment":
@@ -76,9 +81,12 @@ def _resized_crop(im: Image.Image, tw: int, th: int, x: int, y: int, c: int) -> 
 
 
 def train_image(data: bytes, rng: np.random.Generator, aug: Augment) -> np.ndarray:
-    """Random crop C of the image resized to S, flip, rotation, colour jitter → (C, C, 3)."""
+    """Random (or, with `center_crop`, center) crop C of the image resized to S, flip,
+    rotation, colour jitter → (C, C, 3)."""
     im, tw, th = _open(data, aug)
     x, y = int(rng.integers(0, tw - aug.crop + 1)), int(rng.integers(0, th - aug.crop + 1))
+    if aug.center_crop:
+        x, y = (tw - aug.crop) // 2, (th - aug.crop) // 2
     out = _resized_crop(im, tw, th, x, y, aug.crop)
     if aug.flip and rng.random() < 0.5:
         out = out.transpose(Image.FLIP_LEFT_RIGHT)

@@ -55,8 +55,9 @@ class AttentionCNNMethod(Method):
     def network(self):
         return self._network
 
-    def loss(self, outputs, labels):
-        ce = losses.cross_entropy(outputs.logits["main"], labels, self.config.label_smoothing)
+    def loss(self, outputs, labels, targets=None):
+        ce = losses.cross_entropy(outputs.logits["main"], labels, self.config.label_smoothing,
+                                  targets)
         return ce, {"ce_main": ce}
 
     def param_groups(self):

@@ -79,8 +79,12 @@ class Method(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def loss(self, outputs: Outputs, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Scalar training loss and its named terms (each a scalar, for logging)."""
+    def loss(self, outputs: Outputs, labels: jax.Array, targets: jax.Array | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Scalar training loss and its named terms (each a scalar, for logging). `labels`
+        (B,) int; `targets` (B, K) soft class targets when the batch is mixed (mixup /
+        CutMix: the cross-entropies use them; terms that need one class, e.g. SwinFC's
+        contrastive loss, keep `labels`, the dominant class)."""
 
     def predict(self, outputs: Outputs) -> jax.Array:
         """The method's combined prediction as class probabilities (B, K)."""

@@ -32,8 +32,8 @@ class Baseline(BackboneMethod):
 
     Net = Classifier
 
-    def loss(self, outputs, labels):
-        ce = self.ce(outputs.logits["main"], labels)
+    def loss(self, outputs, labels, targets=None):
+        ce = self.ce(outputs.logits["main"], labels, targets)
         return ce, {"ce_main": ce}
 
 

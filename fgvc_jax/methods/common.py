@@ -49,8 +49,8 @@ class BackboneMethod(Method):
     def backbone_kwargs(self) -> dict:
         return backbone_lib.backbone_kwargs(self.config)
 
-    def ce(self, logits, labels):
-        return losses.cross_entropy(logits, labels, self.config.label_smoothing)
+    def ce(self, logits, labels, targets=None):
+        return losses.cross_entropy(logits, labels, self.config.label_smoothing, targets)
 
 
 def mean_softmax(logits: dict, keys) -> jax.Array:

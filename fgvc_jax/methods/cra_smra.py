@@ -131,10 +131,11 @@ class CRASMRA(BackboneMethod):
                     suppress_at_eval=True, suppress_form="scale", channel_block="cram",
                     smram_down="avgpool", alpha=2.0, beta=1.0, gamma=1.0)
 
-    def loss(self, outputs, labels):
+    def loss(self, outputs, labels, targets=None):
         c = self.config
-        terms = {f"ce_stage{s}": self.ce(outputs.logits[f"stage{s}"], labels) for s in STAGES}
-        terms["ce_concat"] = self.ce(outputs.logits["concat"], labels)
+        terms = {f"ce_stage{s}": self.ce(outputs.logits[f"stage{s}"], labels, targets)
+                 for s in STAGES}
+        terms["ce_concat"] = self.ce(outputs.logits["concat"], labels, targets)
         total = c.alpha * sum(terms[f"ce_stage{s}"] for s in STAGES) + c.beta * terms["ce_concat"]
         if "smram" in outputs.aux:
             terms["div"] = losses.diversity_loss(outputs.aux["smram"])

@@ -104,7 +104,7 @@ class MAEAMethod(BackboneMethod):
                     erase="soft", erase_theta=0.8, erase_rounds=1, erase_into_trunk=False,
                     branch_weight=1.0)
 
-    def loss(self, outputs, labels):
-        terms = {f"ce_{k}": self.ce(v, labels) for k, v in outputs.logits.items()}
+    def loss(self, outputs, labels, targets=None):
+        terms = {f"ce_{k}": self.ce(v, labels, targets) for k, v in outputs.logits.items()}
         branches = sum(v for k, v in terms.items() if k != "ce_main")
         return terms["ce_main"] + self.config.branch_weight * branches, terms

@@ -97,12 +97,12 @@ class SwinFC(BackboneMethod):
                     ffm_similarity="dot", ffm_scale=1.0, use_fsm=True, stage_weights=(0.4, 0.6, 0.8), con_margin=0.4,
                     con_weight=1.0)
 
-    def loss(self, outputs, labels):
+    def loss(self, outputs, labels, targets=None):
         c = self.config
-        terms = {"ce_trunk": self.ce(outputs.logits["trunk"], labels)}
+        terms = {"ce_trunk": self.ce(outputs.logits["trunk"], labels, targets)}
         total = terms["ce_trunk"]
         for s, beta in zip(BRANCH_STAGES, c.stage_weights):
-            terms[f"ce_stage{s}"] = self.ce(outputs.logits[f"stage{s}"], labels)
+            terms[f"ce_stage{s}"] = self.ce(outputs.logits[f"stage{s}"], labels, targets)
             total = total + beta * terms[f"ce_stage{s}"]
         if "fsm" in outputs.aux:
             terms["con"] = losses.contrastive_loss(outputs.aux["fsm"], labels, c.con_margin)

@@ -105,3 +105,29 @@ def test_bad_label_level_and_split(tmp_path):
     with pytest.raises(data.DataError, match="no split 'training'; it has test, train"):
         next(data.train_iterator(config, global_batch_size=2, seed=0, process_index=0,
                                  process_count=1))
+
+
+def test_missing_catalog_dataset_without_network_fails_in_seconds(tmp_path, monkeypatch):
+    """CUB not placed, download on, the catalog host unreachable: one error within seconds
+    naming the files, the folder and the real key (config.data.manual_dir)."""
+    import socket
+    import time
+
+    from fgvc_jax.data import datasets
+
+    tried = []
+
+    def refuse(address, timeout=None):
+        tried.append(address)
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    config = _config("cub", tmp_path)
+    config.download = True
+    start = time.perf_counter()
+    with pytest.raises(data.DataError) as e:
+        datasets.prepare(config)
+    assert time.perf_counter() - start < 30
+    message = str(e.value)
+    assert "config.data.manual_dir" in message and str(tmp_path / "manual") in message
+    assert "cannot be reached" in message and tried

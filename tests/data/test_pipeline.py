@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 from PIL import Image
 
-from fgvc_jax import data
+from fgvc_jax import data, parallel
 from fgvc_jax.data import datasets, pipeline, preprocess
 
 N_TRAIN, N_TEST, CLASSES = 48, 20, 4
@@ -22,6 +22,7 @@ def config(tmp_path_factory):
                             test_per_class=N_TEST // CLASSES))
     c.resize, c.crop, c.eval_resize, c.eval_crop = 36, 32, 36, 32
     c.rotation, c.color_jitter = 10.0, 0.2
+    c.cache = "none"  # the host decode path (tests/data/test_cache.py: the decoded cache)
     c.num_workers = 2
     data.prepare(c)
     return c
@@ -182,7 +183,7 @@ def test_to_global_shards_along_data(config):
     mesh = Mesh(np.array(jax.devices()), ("data",))
     n = len(jax.devices()) * 2
     batch = next(data.train_iterator(config, global_batch_size=n, seed=0))
-    out = data.to_global(batch, mesh)
+    out = parallel.host_to_global(batch, mesh)
     for key in ("image", "label"):
         assert isinstance(out[key], jax.Array) and out[key].shape == batch[key].shape
         assert out[key].sharding.spec == P("data")

@@ -17,7 +17,7 @@ def tiny_args(method: str, workdir, data_dir, *extra) -> list[str]:
             "--config.data.synthetic.num_classes=4", "--config.data.synthetic.train_per_class=2",
             "--config.data.synthetic.test_per_class=2", "--config.data.num_workers=1",
             "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
-            "--config.train.log_every=1", *extra]
+            "--config.train.log_every=1", "--config.data.val_fraction=0", *extra]
 
 
 def env(**kw) -> dict:
@@ -32,8 +32,9 @@ def run(args, timeout=400, **kw) -> subprocess.CompletedProcess:
 
 
 def losses(log: str) -> dict[int, float]:
-    """{step: train/loss} from the console metric writer's lines."""
+    """{step: train loss} from the trainer's console lines ('step 6/40  epoch ... loss x')."""
     out = {}
-    for m in re.finditer(r"\[(\d+)\] (?:[^\n]*?, )?train/loss=([-+0-9.eEnaif]+)", log):
+    for m in re.finditer(r"^step +(\d+)/\d+ +epoch +\S+ +loss +([-+0-9.eEnaif]+)", log,
+                         re.MULTILINE):
         out[int(m.group(1))] = float(m.group(2))
     return out

@@ -19,7 +19,7 @@ def test_synthetic_config_trains_through_cli(method, tmp_path, data_dir):
     out = cli.run(cli.tiny_args(method, tmp_path / "w", data_dir, "--config.train.num_steps=6",
                                 "--config.optim.warmup_steps=3"))
     assert out.returncode == 0, out.stderr[-4000:]
-    loss = cli.losses(out.stderr)
+    loss = cli.losses(out.stdout)
     assert sorted(loss) == [1, 2, 3, 4, 5, 6], out.stderr[-3000:]
     assert loss[6] < loss[1], loss
     result = json.loads((tmp_path / "w" / "eval.json").read_text())

@@ -23,13 +23,14 @@ def test_two_processes_train_and_agree(tmp_path):
                               env=cli.env(JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
                                           JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
              for i in range(2)]
-    errs = []
+    errs, outs = [], []
     for p in procs:
         try:
-            _, err = p.communicate(timeout=500)
+            out, err = p.communicate(timeout=500)
         finally:
             p.kill()
         errs.append(err)
+        outs.append(out)
         assert p.returncode == 0, err[-4000:]
     prints = []
     for i, err in enumerate(errs):
@@ -41,4 +42,4 @@ def test_two_processes_train_and_agree(tmp_path):
     result = json.loads((tmp_path / "w" / "eval.json").read_text())
     assert result["params_fingerprint"] == prints[0] and result["step"] == 4
     assert result["metrics"]["count"] == 8  # both processes' halves of the test split
-    assert len(cli.losses(errs[0])) == 4 and not cli.losses(errs[1])  # process 0 writes metrics
+    assert len(cli.losses(outs[0])) == 4 and not cli.losses(outs[1])  # process 0 writes metrics

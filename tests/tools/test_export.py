@@ -1,0 +1,169 @@
+"""`python -m fgvc_jax.export` on the session's trained model (conftest.trained_run): the
+SavedModel, loaded by a separate Python process that imports only TensorFlow and numpy, gives
+the library's predictions."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgvc_jax import export, predict, trained
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Run by a fresh interpreter in which jax, flax and this library cannot be imported (TensorFlow
+# imports jax when it can, for TF Lite): argv = saved_model_dir, inputs .npz, file list .json,
+# out .npz.
+TF_ONLY_SCRIPT = r"""
+import json, os, sys
+
+FOREIGN = ("jax", "jaxlib", "flax", "fgvc_jax", "optax", "orbax")
+
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in FOREIGN:
+            raise ModuleNotFoundError(f"{name} is blocked", name=name)
+
+
+sys.meta_path.insert(0, Blocked())
+import numpy as np
+import tensorflow as tf
+
+model_dir, inputs, files, out = sys.argv[1:]
+model = tf.saved_model.load(model_dir)
+images = np.load(inputs)["images"]
+serve, serve_bytes = model.signatures["serving_default"], model.signatures["serving_bytes"]
+full = serve(images=tf.constant(images))
+one = serve(images=tf.constant(images[:1]))
+with open(files) as f:
+    data = [open(p, "rb").read() for p in json.load(f)]
+by_bytes = serve_bytes(image_bytes=tf.constant(data))
+with open(os.path.join(model_dir, "assets", "class_names.txt"), encoding="utf-8") as f:
+    names = f.read().splitlines()
+foreign = sorted(m for m in sys.modules if m.split(".")[0] in FOREIGN)
+np.savez(out, probs=full["probabilities"].numpy(), index=full["class_index"].numpy(),
+         name=full["class_name"].numpy().astype(str), probs_one=one["probabilities"].numpy(),
+         bytes_probs=by_bytes["probabilities"].numpy(), names=np.array(names),
+         foreign=np.array(foreign, dtype=str))
+"""
+
+
+def _run(args, cwd, **env) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", **env)
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("export") / "saved_model")
+    r = _run(["-m", "fgvc_jax.export", "--workdir", trained_run.workdir, "--out", out,
+              "--checkpoint", "latest"], ROOT, PYTHONPATH=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(out + ": SavedModel of"), r.stdout  # the report, one line
+    return out
+
+
+def _resized_copies(rows, folder) -> list[str]:
+    """Test images re-encoded at other sizes, so that the bytes signature resizes them:
+    a downscaled 4:2:0 JPEG, an upscaled RGBA PNG with a transparent corner, a grey PNG."""
+    os.makedirs(folder)
+    paths = []
+    for i, (path, _, _) in enumerate(rows):
+        im = Image.open(path).convert("RGB")
+        if i % 3 == 0:
+            p = os.path.join(folder, f"{i}.jpg")
+            im.resize((160, 136), Image.BICUBIC).save(p, quality=90)
+        elif i % 3 == 1:
+            rgba = np.asarray(im.resize((88, 80), Image.BICUBIC).convert("RGBA")).copy()
+            rgba[:6, :6, 3] = 0
+            p = os.path.join(folder, f"{i}.png")
+            Image.fromarray(rgba).save(p)
+        else:
+            p = os.path.join(folder, f"{i}.png")
+            im.resize((96, 96), Image.BICUBIC).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_savedmodel_in_plain_tensorflow_matches_the_library(trained_run, exported, tmp_path):
+    model = trained.load(trained_run.workdir, trained_run.config, "latest")
+    assert np.dtype(model.method.dtype) == np.float32
+    rows = trained_run.index["test"]
+    originals = [p for p, _, _ in rows]  # 64×64 JPEGs: the eval size, no resampling
+    resized = _resized_copies(rows, str(tmp_path / "resized"))
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in originals])
+    np.savez(tmp_path / "inputs.npz", images=images)
+    with open(tmp_path / "files.json", "w") as f:
+        json.dump(originals + resized, f)
+
+    r = _run(["-c", TF_ONLY_SCRIPT, exported, str(tmp_path / "inputs.npz"),
+              str(tmp_path / "files.json"), str(tmp_path / "out.npz")], str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "out.npz")
+    assert got["foreign"].tolist() == []
+
+    # serving_default (uint8 images): the library's probabilities, at any batch size.
+    expected = predict.predict_arrays(model, images)
+    assert got["probs"].shape == expected.shape == (len(rows), len(model.class_names))
+    np.testing.assert_allclose(got["probs"], expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["probs_one"], expected[:1], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(got["index"], np.argmax(expected, -1))
+    assert got["name"].tolist() == [model.class_names[i] for i in np.argmax(expected, -1)]
+    assert got["names"].tolist() == list(model.class_names)
+
+    # serving_bytes (encoded files): as predict on the same files.
+    results = predict.predict_files(model, originals + resized, top_k=len(model.class_names))
+    lib = np.zeros_like(got["bytes_probs"])
+    for i, res in enumerate(results):
+        for t in res["top"]:
+            lib[i, t["index"]] = t["prob"]
+    n = len(originals)
+    np.testing.assert_allclose(got["bytes_probs"][:n], lib[:n], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(np.argmax(got["bytes_probs"], -1), np.argmax(lib, -1))
+    print(f"serving_bytes vs predict: max |Δp| {np.abs(got['bytes_probs'] - lib).max():.2e} "
+          f"({len(resized)} resized files), {np.abs(got['bytes_probs'][:n] - lib[:n]).max():.2e}"
+          f" ({n} files at the eval size)")
+
+
+@pytest.mark.parametrize("mode,resize,crop", [("square", 73, 64), ("shorter", 96, 80)])
+def test_tf_preprocessing_is_the_librarys_within_one_grey_level(tmp_path, mode, resize, crop):
+    import ml_collections
+    import tensorflow as tf
+
+    from fgvc_jax.data import preprocess
+
+    rng = np.random.default_rng(0)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).resize(
+        (640, 480), Image.BICUBIC))
+    rgba = np.concatenate([smooth[:90, :120], rng.integers(0, 256, (90, 120, 1), np.uint8)], -1)
+    files = {"draft.jpg": (smooth, "JPEG"), "small.jpg": (smooth[:50, :70], "JPEG"),
+             "rgba.png": (rgba, "PNG"), "grey.png": (smooth[:100, :150, 0], "PNG")}
+    config = ml_collections.ConfigDict(
+        {"data": {"eval_resize": resize, "eval_crop": crop, "resize_mode": mode}})
+    aug = preprocess.Augment(resize, crop, mode)
+    for name, (array, fmt) in files.items():
+        Image.fromarray(array).save(tmp_path / name, format=fmt)
+        data = (tmp_path / name).read_bytes()
+        ours = export._tf_eval_image(tf.constant(data), config).numpy()
+        lib = preprocess.eval_image(data, aug)
+        assert ours.shape == lib.shape == (crop, crop, 3), name
+        assert np.abs(ours.astype(int) - lib).max() <= 1, name
+
+
+def test_export_refuses_a_non_empty_out_before_loading(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x")
+    r = _run(["-m", "fgvc_jax.export", "--workdir", str(tmp_path / "no_such_run"), "--out",
+              str(tmp_path / "out")], ROOT, PYTHONPATH=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: --out {tmp_path / 'out'} exists and is not an empty folder: choose a new "
+        "folder for the SavedModel."]
