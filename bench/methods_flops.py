@@ -21,8 +21,13 @@ from fgvc_jax.methods import registry
 PAPER_GFLOPS = {"baseline_swin": 47.0, "swinfc": 59.0}
 
 
-def count(name: str, size: str, classes: int) -> dict:
+# Every method at its default, plus CRA-SMRA on the paper's DenseNet-161.
+RUNS = [(name, {}) for name in registry.METHODS] + [("cra_smra", {"backbone": "densenet161"})]
+
+
+def count(name: str, size: str, classes: int, fields: dict | None = None) -> dict:
     cfg = registry.default_config(name, size)
+    cfg.update(fields or {})
     method = registry.create(cfg, classes)
     x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
@@ -47,9 +52,11 @@ def main():
     print("| method | backbone | input | params (M) | new params (M) | XLA GFLOPs | GMACs "
           "(= XLA/2) | paper GFLOPs |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in registry.METHODS:
+    for name, fields in RUNS:
         t = time.time()
-        r = count(name, args.size, args.classes)
+        if args.size == "cpu" and fields:
+            continue
+        r = count(name, args.size, args.classes, fields)
         paper = PAPER_GFLOPS.get(name, "") if args.size == "full" else ""
         print(f"| {name} | {r['backbone']} | {r['res']}² | {r['params'] / 1e6:.2f} | "
               f"{r['new'] / 1e6:.2f} | {r['gflops']:.1f} | {r['gflops'] / 2:.1f} | {paper} |",

@@ -1,0 +1,172 @@
+"""CRA-SMRA (Wang, Sun, Liu et al., Neural Processing Letters 57:43, 2025) on a torchvision
+ResNet or DenseNet. The paper's text survives, its equations do not; FBSD's code (Song & Yang,
+IJCNN 2021) is the reading where it is silent (labelled choices of the method's config).
+
+CRAM after conv3_x, conv4_x, conv5_x (DenseNet: denseblock2, 3, 4):
+I = σ(MLP(GAP X) + MLP(GMP X)), MLP two 1x1 convs C→C/r→C, ReLU, no bias;
+X_e = ConvLayer(X ⊗ I), ConvLayer = [1x1 conv C→mid, BN, ReLU, 3x3 conv mid→C_a, BN, ReLU];
+suppression: I* = softmax_c(I), selected = I*_c ≥ δ·max I* (detached),
+S_c = ω if selected else 1 ('scale') or 1 − ω·𝟙[selected] ('subtract'); X_s = X ⊗ S is the
+next stage's input (training, and evaluation with `suppress_at_eval`).
+Heads: v_s = GMP(X_e) ('max') or mean of the top 5 per channel ('top5') → BN → Dense 512 →
+BN → ELU → Dense K; the overall head on concat(v3, v4, v5).
+SMRAM (training only): X_e of conv3_x, conv4_x brought to conv5_x's size by average pooling
++ BN ('avgpool') or by 3x3 stride-2 conv+BN+ReLU blocks ('conv'); φ_s = 1x1 conv C_a→1;
+P_s = softmax over H·W; L_div = 1 − (1/3) Σ_k max_s P_{s,k}.
+Loss L = α Σ_s CE_s + β CE_concat + γ L_div; prediction: mean of the four softmaxes."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fgvc_jax.reference import backbones
+from fgvc_jax.reference.functional import diversity_loss, gmp, top5_pool
+from fgvc_jax.reference.twin import Twin
+
+STAGES = (3, 4, 5)
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, c_in, c_out, k, stride=1):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU()
+
+
+class ChannelMLP(nn.Module):
+    """I = σ(MLP(GAP X) + MLP(GMP X)) with the MLP of two 1x1 convs (no bias)."""
+
+    def __init__(self, c, r):
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, max(c // r, 1), 1, bias=False)
+        self.fc2 = nn.Conv2d(max(c // r, 1), c, 1, bias=False)
+
+    def forward(self, x):
+        mlp = lambda v: self.fc2(torch.relu(self.fc1(v)))
+        return torch.sigmoid(mlp(x.mean((2, 3), keepdim=True))
+                             + mlp(x.amax((2, 3), keepdim=True)))
+
+
+class SpatialMap(nn.Module):
+    """CBAM spatial attention σ(Conv7x7([mean_c x, max_c x])), no bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv(torch.cat([x.mean(1, keepdim=True),
+                                                  x.amax(1, keepdim=True)], 1)))
+
+
+class CRAM(nn.Module):
+    def __init__(self, c, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.channel = ChannelMLP(c, cfg.cram_reduction)
+        if cfg.channel_block == "cbam":
+            self.spatial = SpatialMap()
+        self.conv_layer1 = ConvBNReLU(c, cfg.cram_mid, 1)
+        self.conv_layer2 = ConvBNReLU(cfg.cram_mid, cfg.cram_out, 3)
+
+    def forward(self, x):
+        cfg = self.cfg
+        i = self.channel(x)
+        attended = x * i
+        if cfg.channel_block == "cbam":
+            attended = attended * self.spatial(attended)
+        e = self.conv_layer2(self.conv_layer1(attended))
+        count = None
+        if cfg.channel_block == "cram" and (self.training or cfg.suppress_at_eval):
+            p = torch.softmax(i, dim=1)
+            selected = (p >= cfg.delta * p.amax(dim=1, keepdim=True)).to(x.dtype).detach()
+            if cfg.suppress_form == "scale":
+                s = torch.where(selected > 0, torch.full_like(selected, cfg.omega),
+                                torch.ones_like(selected))
+            else:
+                s = 1.0 - cfg.omega * selected
+            x = x * s
+            count = selected.sum(dim=1).mean()
+        return e, x, count
+
+
+class PMGHead(nn.Sequential):
+    def __init__(self, c, hidden, k):
+        super().__init__()
+        self.bn1 = nn.BatchNorm1d(c)
+        self.fc1 = nn.Linear(c, hidden)
+        self.bn2 = nn.BatchNorm1d(hidden)
+        self.elu = nn.ELU()
+        self.fc2 = nn.Linear(hidden, k)
+
+
+class SMRAM(nn.Module):
+    def __init__(self, sizes, c, down):
+        super().__init__()
+        self.down = down
+        self.factors = [s // sizes[-1] for s in sizes]
+        for s, f in enumerate(self.factors):
+            if f > 1 and down == "avgpool":
+                setattr(self, f"pool_bn{s}", nn.BatchNorm2d(c))
+            i = 0
+            while down == "conv" and f > 1:
+                setattr(self, f"down{s}_{i}", ConvBNReLU(c, c, 3, 2))
+                f, i = f // 2, i + 1
+            setattr(self, f"phi{s}", nn.Conv2d(c, 1, 1))
+
+    def forward(self, maps):
+        probs = []
+        for s, (x, f) in enumerate(zip(maps, self.factors)):
+            if f > 1 and self.down == "avgpool":
+                x = getattr(self, f"pool_bn{s}")(nn.functional.avg_pool2d(x, f))
+            i = 0
+            while self.down == "conv" and hasattr(self, f"down{s}_{i}"):
+                x = getattr(self, f"down{s}_{i}")(x)
+                i += 1
+            probs.append(torch.softmax(getattr(self, f"phi{s}")(x).flatten(1), dim=-1))
+        return torch.stack(probs, dim=1)
+
+
+class CRASMRA(Twin):
+    def __init__(self, config, num_classes):
+        super().__init__(config, num_classes)
+        widths = backbones.widths(self.backbone)
+        for s in STAGES:
+            setattr(self, f"cram{s}", CRAM(widths[s - 2], config))
+            setattr(self, f"head{s}", PMGHead(config.cram_out, config.head_hidden, num_classes))
+        self.head_concat = PMGHead(3 * config.cram_out, config.head_hidden, num_classes)
+        side = config.image_size // 8  # conv3_x / denseblock2 output
+        last = side // 2 if config.get("dilate_conv5", False) else side // 4
+        self.smram = SMRAM([side, side // 2, last], config.cram_out, config.smram_down)
+        self.suppressed = {}
+
+    def forward(self, x):
+        self.stages, self.suppressed = {}, {}
+        x = self.run_stage(1, self.run_stem(x))
+        enhanced = []
+        for s in STAGES:
+            x = self.run_stage(s - 1, x)
+            e, x, count = getattr(self, f"cram{s}")(x)
+            enhanced.append(e)
+            if count is not None:
+                self.suppressed[f"cram{s}"] = count
+        pool = gmp if self.config.head_pool == "max" else top5_pool
+        pooled = [pool(e) for e in enhanced]
+        logits = {f"stage{s}": getattr(self, f"head{s}")(v) for s, v in zip(STAGES, pooled)}
+        logits["concat"] = self.head_concat(torch.cat(pooled, dim=1))
+        aux = {"smram": self.smram(enhanced)} if self.training else {}
+        return logits, aux
+
+    def loss(self, logits, aux, labels):
+        c = self.config
+        terms = {f"ce_stage{s}": self.ce(logits[f"stage{s}"], labels) for s in STAGES}
+        terms["ce_concat"] = self.ce(logits["concat"], labels)
+        total = c.alpha * sum(terms[f"ce_stage{s}"] for s in STAGES) + c.beta * terms["ce_concat"]
+        if "smram" in aux:
+            terms["div"] = diversity_loss(aux["smram"])
+            total = total + c.gamma * terms["div"]
+        return total, terms
+
+    def predict(self, logits):
+        return sum(torch.softmax(logits[k], -1) for k in logits) / len(logits)

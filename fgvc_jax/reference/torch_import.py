@@ -1,0 +1,11 @@
+"""torch, torchvision and timm, imported on first use. The registry's torchvision is a CUDA
+build whose import fails on the CPU torch; `fgvc_jax.convert.torch_reference` defines the two
+missing op schemas first (model numerics are unaffected)."""
+from __future__ import annotations
+
+
+def modules():
+    """(torch, torchvision, timm)."""
+    from fgvc_jax.convert.torch_reference import timm, torch, torchvision
+
+    return torch, torchvision, timm
