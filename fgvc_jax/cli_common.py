@@ -75,10 +75,11 @@ def image_paths(argv: list[str], tool: str) -> list[str]:
 def load_trained():
     import jax
 
-    from fgvc_jax import trained
+    from fgvc_jax import compile_cache, trained
 
     if FLAGS.platform:
         jax.config.update("jax_platforms", FLAGS.platform)
+    compile_cache.enable()  # the second call of a tool on the same model does not recompile
     return trained.load(FLAGS.workdir, FLAGS.config, FLAGS.checkpoint)
 
 

@@ -85,6 +85,9 @@ def main(argv):
     from fgvc_jax import train, trained  # after flag parsing: jax is configured by then
     from fgvc_jax import checkpoints, workdir as workdir_lib
 
+    from fgvc_jax import compile_cache
+
+    compile_cache.enable()  # a resume or re-evaluation of the same program does not recompile
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
         if _MODE.value == "train":

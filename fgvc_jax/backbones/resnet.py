@@ -1,4 +1,4 @@
-"""ResNet-18/34/50/101/152 with torchvision's layout and numerics (METHODS.md §0).
+"""ResNet-18/34/50/101/152 with torchvision's layout and numerics (docs/methods.md §0).
 
 v1.5 layout (stride on the 3x3 conv of a bottleneck), explicit symmetric padding exactly as
 torchvision (not 'SAME'), torch-semantics BatchNorm (eps 1e-5, momentum 0.1). Parameter names
@@ -6,8 +6,8 @@ mirror torchvision's state-dict keys (`layer1/0/conv1/kernel` ⇔ `layer1.0.conv
 the converter is a rename.
 
 Stage-wise access, because methods act between stages: `stem`, `stage(i)` for i = 1..4
-(torchvision `layer{i}` = METHODS.md `conv{i+1}_x`), `head`. Options: `stem_pool`
-('max' | 'multiscale', the MA-EA improved pooling, METHODS.md §3) and `dilate_conv5`
+(torchvision `layer{i}` = docs/methods.md `conv{i+1}_x`), `head`. Options: `stem_pool`
+('max' | 'multiscale', the MA-EA improved pooling, docs/methods.md §3) and `dilate_conv5`
 (stride → dilation in conv5_x, torchvision's `replace_stride_with_dilation[2]`).
 """
 import functools
@@ -26,9 +26,11 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 class Conv(nn.Module):
     """torchvision's conv: no bias, symmetric padding dilation * (kernel // 2), HWIO kernel.
 
-    A 1x1 conv is computed as a matmul over channels (on the strided slice when stride > 1):
-    the same numbers, and XLA:CPU runs its backward pass far faster than its convolution
-    (BENCHMARKS.md, "ResNet-50 on CPU: where the time goes")."""
+    A stride-1 1x1 conv is computed as a matmul over channels: the same numbers, and XLA:CPU
+    runs its backward pass far faster than its convolution (BENCHMARKS.md, "ResNet-50 on CPU:
+    where the time goes"). A strided 1x1 conv stays a convolution: as a matmul over
+    `x[:, ::s, ::s]`, XLA:GPU's Triton GEMM fusion aborts the process (jax 0.10.2,
+    `triton_tiling_propagation.cc` "subdim_size_accumulator == dim_size")."""
     features: int
     kernel: int
     stride: int = 1
@@ -41,8 +43,8 @@ class Conv(nn.Module):
         k, s, d = self.kernel, self.stride, self.dilation
         w = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features), self.param_dtype)
         x, w = x.astype(self.dtype), w.astype(self.dtype)
-        if k == 1:
-            return jnp.einsum("nhwc,cd->nhwd", x[:, ::s, ::s], w[0, 0])
+        if k == 1 and s == 1:
+            return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
         p = d * (k // 2)
         return jax.lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)), rhs_dilation=(d, d),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -59,7 +61,7 @@ def max_pool(x, kernel, stride):
 
 
 def multiscale_pool(x):
-    """MA-EA improved stem pooling (METHODS.md §3, choice): mean of stride-2 max-pools with
+    """MA-EA improved stem pooling (docs/methods.md §3, choice): mean of stride-2 max-pools with
     kernels 3, 5, 7 (padding k // 2); no parameters, scale-preserving."""
     return (max_pool(x, 3, 2) + max_pool(x, 5, 2) + max_pool(x, 7, 2)) / 3
 
@@ -171,7 +173,7 @@ class ResNet(nn.Module):
         return multiscale_pool(x) if self.stem_pool == "multiscale" else max_pool(x, 3, 2)
 
     def stage(self, i: int, x, train: bool = False):
-        """torchvision `layer{i}` (i = 1..4), METHODS.md `conv{i+1}_x`."""
+        """torchvision `layer{i}` (i = 1..4), docs/methods.md `conv{i+1}_x`."""
         return getattr(self, f"layer{i}")(x, train)
 
     def head(self, x):

@@ -1,0 +1,1 @@
+"""Device descriptions for compiling without the device (`fgvc_jax.aot`)."""
