@@ -16,17 +16,17 @@ venv: $(BIN)/python
 # Runtime + PyTorch references + test tools + the compilers for H100/TPU without the device
 # (fgvc_jax.aot, its tests run in CI). torch first, alone, so that pip takes the CPU 2.13.0
 # build and no CUDA packages.
-dev: $(BIN)/python $(VENV)/aot-gpu/.installed
+dev: $(BIN)/python $(VENV)/aot-gpu/.installed $(VENV)/aot-tpu/.installed
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[torch,test,aot-tpu]"
+	$(BIN)/pip install -q -e ".[torch,test]"
 
-# The aot-gpu extra of pyproject.toml, installed beside site-packages (fgvc_jax.aot puts it on
-# sys.path): inside site-packages the CUDA plugin makes every CPU-only `import jax` print its
-# failed initialisation.
-$(VENV)/aot-gpu/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q --upgrade --no-deps --target $(VENV)/aot-gpu $$($(BIN)/python -c \
+# The aot-gpu and aot-tpu extras of pyproject.toml, installed beside site-packages
+# (fgvc_jax.aot puts the one its target needs on sys.path): inside site-packages the CUDA
+# plugin, or libtpu, makes every CPU-only `import jax` print its failed initialisation.
+$(VENV)/aot-%/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade --no-deps --target $(VENV)/aot-$* $$($(BIN)/python -c \
 	  "import tomllib; t = tomllib.load(open('pyproject.toml', 'rb')); \
-	  print(' '.join(t['project']['optional-dependencies']['aot-gpu']))")
+	  print(' '.join(t['project']['optional-dependencies']['aot-$*']))")
 	touch $@
 
 test: dev

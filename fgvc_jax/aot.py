@@ -58,10 +58,11 @@ GPU_TARGETS = {"h100": ("h100_sxm.txtpb", "1x1x1"), "h100x8": ("h100_sxm.txtpb",
 #: (989.4 with sparsity off). TPU per chip: Google Cloud TPU docs, "TPU v4 / v5e / v5p /
 #: Trillium (v6e)" system-architecture pages.
 PEAK_BF16_TFLOPS = {"h100": 989.0, "v4": 275.0, "v5e": 197.0, "v5p": 459.0, "v6e": 918.0}
-#: Where the aot-gpu wheels live when `make dev` installs them beside the venv's
-#: site-packages (kept off the default path: an installed CUDA plugin makes every CPU-only
-#: `import jax` print its failed initialisation).
-SIDE_DIR = os.path.join(sys.prefix, "aot-gpu")
+#: Where the aot-gpu / aot-tpu wheels live when `make dev` installs them beside the venv's
+#: site-packages (kept off the default path: an installed CUDA plugin or libtpu makes every
+#: CPU-only `import jax` print its failed initialisation).
+SIDE_DIRS = {"gpu": os.path.join(sys.prefix, "aot-gpu"),
+             "tpu": os.path.join(sys.prefix, "aot-tpu")}
 _TILE_ERROR = "Couldn't find output tile sizes"
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 GIB = 2.0 ** 30
@@ -97,10 +98,11 @@ def prepare_environment(argv: list[str]) -> None:
     except ValueError as e:
         _fail(str(e))
     os.environ["JAX_PLATFORMS"] = "cpu"
+    side = SIDE_DIRS[kind]
+    if os.path.isdir(side) and side not in sys.path:
+        sys.path.insert(0, side)
     if kind == "gpu":
         os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
-        if os.path.isdir(SIDE_DIR) and SIDE_DIR not in sys.path:
-            sys.path.insert(0, SIDE_DIR)
         if importlib.util.find_spec("jax_cuda12_plugin") is None:
             _fail(f"--target={name} needs the CUDA 12 compiler plugin: "
                   "pip install -e .[aot-gpu]")
