@@ -124,7 +124,7 @@ def test_targets_and_class_counts():
 
 
 def test_missing_extra_is_one_clear_error(monkeypatch, capsys):
-    monkeypatch.setattr(aot, "SIDE_DIR", "/nonexistent")
+    monkeypatch.setattr(aot, "SIDE_DIRS", {"gpu": "/nonexistent", "tpu": "/nonexistent"})
     monkeypatch.setattr(aot.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
