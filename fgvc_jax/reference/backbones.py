@@ -8,17 +8,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fgvc_jax.backbones import swin as swin_lib
 from fgvc_jax.reference.torch_import import modules
 
-#: Swin sizes by timm name: (embed_dim, depths, num_heads, window_size, img_size).
-SWIN = {
-    "swin_tiny_patch4_window7_224": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7, 224),
-    "swin_small_patch4_window7_224": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7, 224),
-    "swin_base_patch4_window7_224": (128, (2, 2, 18, 2), (4, 8, 16, 32), 7, 224),
-    "swin_base_patch4_window12_384": (128, (2, 2, 18, 2), (4, 8, 16, 32), 12, 384),
-    "swin_large_patch4_window7_224": (192, (2, 2, 18, 2), (6, 12, 24, 48), 7, 224),
-    "swin_large_patch4_window12_384": (192, (2, 2, 18, 2), (6, 12, 24, 48), 12, 384),
-}
+#: Swin sizes by timm name: (embed_dim, depths, num_heads, window_size, img_size) — the
+#: published architectures, the same table as our backbone's.
+SWIN = swin_lib.ARCHS
 
 
 class MultiScaleMaxPool(nn.Module):
