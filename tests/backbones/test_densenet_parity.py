@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.reference.torch_compat import torch
-from tests.reference.weights import random_images, saved_reference
+from tests.reference.weights import flat_numpy, random_images, saved_reference
 from fgvc_jax.backbones.densenet import ARCHS, densenet
 from fgvc_jax.convert import build, load_pretrained, torch_reference as ref
 
@@ -65,7 +65,7 @@ def test_train_mode_batch_norm_matches_torch(tmp_path):
     apply = functools.partial(build("densenet121", 1000).apply, train=True, mutable=["batch_stats"])
     ours, updated = jax.jit(apply)(variables, x)
     assert np.max(np.abs(np.asarray(ours) - theirs)) / np.max(np.abs(theirs)) <= 1e-5
-    flat = _flatten(updated["batch_stats"])
+    flat = flat_numpy(updated["batch_stats"])
     checked = 0
     for key, t in tmodel.state_dict().items():
         if key.endswith(("running_mean", "running_var")):
@@ -75,13 +75,3 @@ def test_train_mode_batch_norm_matches_torch(tmp_path):
     assert checked == 2 * 121  # norm0, 2 per dense layer (58), 3 transitions, norm5
     loaded = variables["batch_stats"]["features"]["norm5"]["mean"]
     assert not np.allclose(flat["features/norm5/mean"], loaded)  # the stats really moved
-
-
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = np.asarray(v)
-    return out

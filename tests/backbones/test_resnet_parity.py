@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tests.reference.torch_compat import torch
-from tests.reference.weights import random_images, saved_reference
+from tests.reference.weights import flat_numpy, random_images, saved_reference
 from fgvc_jax.backbones.resnet import multiscale_pool
 from fgvc_jax.convert import build, load_pretrained, torch_reference as ref
 
@@ -47,7 +47,7 @@ def test_train_mode_batch_norm_matches_torch(tmp_path):
         theirs = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     ours, updated = build("resnet18", 1000).apply(variables, x, train=True, mutable=["batch_stats"])
     assert np.max(np.abs(np.asarray(ours) - theirs)) / np.max(np.abs(theirs)) <= 1e-5
-    flat = _flatten(updated["batch_stats"])
+    flat = flat_numpy(updated["batch_stats"])
     sd = tmodel.state_dict()
     checked = 0
     for key, t in sd.items():
@@ -58,13 +58,3 @@ def test_train_mode_batch_norm_matches_torch(tmp_path):
     assert checked == 2 * 20  # resnet18 has 20 BatchNorm layers
     # and the stats really moved away from the loaded ones
     assert not np.allclose(flat["bn1/mean"], variables["batch_stats"]["bn1"]["mean"])
-
-
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = np.asarray(v)
-    return out

@@ -27,3 +27,14 @@ def saved_reference(arch: str, path, seed: int = 0, **kwargs):
 
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, size, size, 3)).astype(np.float32)
+
+
+def flat_numpy(tree, prefix: str = "") -> dict:
+    """{'a/b/c': numpy array} of a nested dict of arrays (e.g. batch_stats)."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flat_numpy(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = np.asarray(v)
+    return out
