@@ -6,17 +6,18 @@ import jax
 import jax.numpy as jnp
 
 from fgvc_jax.layers.fusion import l2_normalize
+from fgvc_jax.precision import upcast
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0, targets=None):
     """Mean softmax cross-entropy with integer labels, or with soft `targets` (B, K) when
     given (mixup / CutMix); with label smoothing ε the target is (1 − ε)·target + ε/K (as
     torch.nn.CrossEntropyLoss(label_smoothing=ε))."""
-    logits = logits.astype(jnp.float32)
+    logits = upcast(logits)
     k = logits.shape[-1]
     logp = jax.nn.log_softmax(logits, axis=-1)
     target = (jax.nn.one_hot(labels, k, dtype=jnp.float32) if targets is None
-              else targets.astype(jnp.float32))
+              else upcast(targets))
     if label_smoothing:
         target = (1.0 - label_smoothing) * target + label_smoothing / k
     return -jnp.mean(jnp.sum(target * logp, axis=-1))
@@ -27,7 +28,7 @@ def diversity_loss(probs):
     positions; channel-wise max pooling g_k = max_s P_{s,k};
     L_div = 1 − (1/S)·Σ_k g_k, batch mean (S = 3: range [0, 2/3], 0 when the maps peak at
     S distinct places, 2/3 when they are identical one-hots)."""
-    probs = probs.astype(jnp.float32)
+    probs = upcast(probs)
     g = jnp.max(probs, axis=1)
     return jnp.mean(1.0 - jnp.sum(g, axis=-1) / probs.shape[1])
 
@@ -35,7 +36,7 @@ def diversity_loss(probs):
 def contrastive_loss(features, labels, margin: float = 0.4):
     """TransFG contrastive loss (SwinFC Eq. 15): cos = normalised Z Zᵀ; mean over all B²
     pairs (diagonal included) of (1 − cos) for equal labels and max(cos − α, 0) otherwise, α = 0.4."""
-    z = l2_normalize(features.astype(jnp.float32))
+    z = l2_normalize(upcast(features))
     cos = z @ z.T
     same = (labels[:, None] == labels[None, :]).astype(jnp.float32)
     pos = (1.0 - cos) * same

@@ -5,13 +5,16 @@ the unbiased one (n / (n - 1)). Training from torchvision weights then drifts fr
 reference, so this module follows torch exactly: normalise with the biased batch variance,
 update `var` with the unbiased one, momentum 0.9 here == 0.1 in torch, eps 1e-5.
 
-Statistics are computed in float32 whatever the compute dtype. Under `jax.jit` with the batch
+Statistics are computed in at least float32 (`fgvc_jax.precision.upcast`): float32 under
+bfloat16 compute, float64 under float64. Under `jax.jit` with the batch
 sharded over a mesh, the means are over the global batch (GSPMD inserts the all-reduce).
 """
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from fgvc_jax.precision import upcast
 
 
 class BatchNorm(nn.Module):
@@ -30,7 +33,7 @@ class BatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
         if train:
             axes = tuple(range(x.ndim - 1))
-            xf = x.astype(jnp.float32)
+            xf = upcast(x)
             mean = jnp.mean(xf, axes)
             var = jnp.mean(jnp.square(xf - mean), axes)
             if not self.is_initializing():
@@ -39,6 +42,7 @@ class BatchNorm(nn.Module):
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var * (n / max(n - 1, 1))
         else:
             mean, var = ra_mean.value, ra_var.value
-        mul = scale.astype(jnp.float32) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
-        add = bias.astype(jnp.float32) - mean * mul
+        acc = jnp.promote_types(x.dtype, jnp.float32)
+        mul = scale.astype(acc) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
+        add = bias.astype(acc) - mean * mul
         return (x * mul.astype(self.dtype) + add.astype(self.dtype)).astype(self.dtype)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fgvc_jax.precision import upcast
+
 trunc02 = nn.initializers.truncated_normal(0.02)
 LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-5, use_fast_variance=False)
 
@@ -99,7 +101,7 @@ class WindowAttention(nn.Module):
             nw = mask.shape[0]
             logits = logits.reshape(-1, nw, self.num_heads, n, n) + mask[None, :, None].astype(logits.dtype)
             logits = logits.reshape(-1, self.num_heads, n, n)
-        attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+        attn = jax.nn.softmax(upcast(logits), axis=-1).astype(self.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(bw, n, c)
         return dense(c, name="proj")(out), attn
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
+from fgvc_jax.precision import upcast
 
 Dtype = Any
 
@@ -103,7 +104,7 @@ def _position_attention(x, reduction, scaled, dtype, param_dtype):
     q = _conv1x1(ck, "query", dtype, param_dtype)(x).reshape(b, h * w, ck)
     k = _conv1x1(ck, "key", dtype, param_dtype)(x).reshape(b, h * w, ck)
     v = _conv1x1(c, "value", dtype, param_dtype)(x).reshape(b, h * w, c)
-    logits = jnp.einsum("bic,bjc->bij", q, k).astype(jnp.float32)
+    logits = upcast(jnp.einsum("bic,bjc->bij", q, k))
     if scaled:
         logits = logits / jnp.sqrt(float(ck))
     a = jax.nn.softmax(logits, axis=-1)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers.attention import CBAMChannel, CBAMSpatial
+from fgvc_jax.precision import upcast
 
 Dtype = Any
 
@@ -43,7 +44,7 @@ CHANNEL_BLOCKS = ("cram", "cbam")
 def suppression_indicator(importance, delta: float = 0.9):
     """𝟙[I*_c ≥ δ·max_c I*] with I* = softmax over channels of I (the paper's δ, "which
     channels"), under stop_gradient. importance: (B, 1, 1, C)."""
-    p = jax.nn.softmax(importance.astype(jnp.float32), axis=-1)
+    p = jax.nn.softmax(upcast(importance), axis=-1)
     top = jnp.max(p, axis=-1, keepdims=True)
     return jax.lax.stop_gradient((p >= delta * top).astype(importance.dtype))
 

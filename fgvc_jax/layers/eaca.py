@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from fgvc_jax.precision import upcast
 
 Dtype = Any
 
@@ -29,7 +30,7 @@ class ExternalAttention(nn.Module):
         t = x.reshape(b, h * w, c)
         a = nn.Conv(self.memory, (3,), padding=[(1, 1)], use_bias=False, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="mk")(t)  # (B, N, M)
-        a = jax.nn.softmax(a.astype(jnp.float32), axis=1)
+        a = jax.nn.softmax(upcast(a), axis=1)
         a = a / (jnp.sum(a, axis=2, keepdims=True) + self.eps)
         out = nn.Dense(c, dtype=self.dtype, param_dtype=self.param_dtype, name="mv")(
             a.astype(self.dtype))
@@ -50,8 +51,8 @@ class CrossSpaceAttention(nn.Module):
         conv = dict(padding=[(1, 1)], dtype=self.dtype, param_dtype=self.param_dtype)
         x_h = nn.Conv(c, (3,), name="conv_h", **conv)(jnp.mean(x, axis=2))  # (B, H, C)
         x_w = nn.Conv(c, (3,), name="conv_w", **conv)(jnp.mean(x, axis=1))  # (B, W, C)
-        a_h = jax.nn.softmax(x_h.astype(jnp.float32), axis=1).astype(self.dtype)
-        a_w = jax.nn.softmax(x_w.astype(jnp.float32), axis=1).astype(self.dtype)
+        a_h = jax.nn.softmax(upcast(x_h), axis=1).astype(self.dtype)
+        a_w = jax.nn.softmax(upcast(x_w), axis=1).astype(self.dtype)
         return x * (a_h[:, :, None, :] + a_w[:, None, :, :])
 
 

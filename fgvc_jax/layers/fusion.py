@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from fgvc_jax.precision import upcast
 
 Dtype = Any
 
@@ -39,7 +40,7 @@ class FFM(nn.Module):
             raise ValueError(f"method.ffm_similarity={self.similarity!r}; valid: "
                              f"{', '.join(SIMILARITIES)}")
         toks = [x.reshape(x.shape[0], -1, x.shape[-1]) for x in xs]
-        keys = [t.astype(jnp.float32) for t in toks]
+        keys = [upcast(t) for t in toks]
         if self.similarity == "cosine":
             keys = [l2_normalize(k) for k in keys]
         outs = []

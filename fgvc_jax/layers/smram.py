@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers.cram import ConvBNReLU
+from fgvc_jax.precision import upcast
 
 Dtype = Any
 DOWNSAMPLES = ("avgpool", "conv")
@@ -50,6 +51,6 @@ class SMRAM(nn.Module):
                 raise ValueError(f"SMRAM: map {s} reaches {x.shape[1:3]}, "
                                  f"expected {maps[-1].shape[1:3]}")
             logit = nn.Conv(1, (1, 1), name=f"phi{s}", **kw)(x)  # (B, H, W, 1)
-            logit = logit.reshape(x.shape[0], -1).astype(jnp.float32)
+            logit = upcast(logit.reshape(x.shape[0], -1))
             probs.append(jax.nn.softmax(logit, axis=-1))
         return jnp.stack(probs, axis=1)

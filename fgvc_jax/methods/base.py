@@ -17,6 +17,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+from fgvc_jax.precision import upcast
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,8 +94,8 @@ class Method(abc.ABC):
     def scores(self, outputs: Outputs) -> dict[str, jax.Array]:
         """Every head's logits and 'combined' (the `predict` probabilities), float32 (B, K):
         what evaluation, the tools and Grad-CAM rank classes by."""
-        out = {k: v.astype(jnp.float32) for k, v in outputs.logits.items()}
-        out["combined"] = self.predict(outputs).astype(jnp.float32)
+        out = {k: upcast(v) for k, v in outputs.logits.items()}
+        out["combined"] = upcast(self.predict(outputs))
         return out
 
     def param_groups(self) -> dict[str, str]:

@@ -12,6 +12,7 @@ import ml_collections
 from fgvc_jax import losses
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Method
+from fgvc_jax.precision import upcast
 
 #: Module fields that are not method settings.
 _NOT_SETTINGS = {"backbone", "num_classes", "dtype", "parent", "name"}
@@ -55,7 +56,7 @@ class BackboneMethod(Method):
 
 def mean_softmax(logits: dict, keys) -> jax.Array:
     """Mean of the softmaxes of the named heads (float32)."""
-    return sum(jax.nn.softmax(logits[k].astype(jnp.float32), axis=-1) for k in keys) / len(keys)
+    return sum(jax.nn.softmax(upcast(logits[k]), axis=-1) for k in keys) / len(keys)
 
 
 def avg_max_pool(x):
@@ -65,7 +66,7 @@ def avg_max_pool(x):
 
 def channel_mean(x) -> jax.Array:
     """(B, H, W, C) → (B, H, W) float32: how a feature map is shown."""
-    return jnp.mean(x.astype(jnp.float32), axis=-1)
+    return jnp.mean(upcast(x), axis=-1)
 
 
 def swin_trunk(backbone, images, train: bool, attn_stage: int | None = None):

@@ -28,14 +28,15 @@ from fgvc_jax.layers import MAEA, erase_mask
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod, avg_max_pool, channel_mean
+from fgvc_jax.precision import upcast
 
 STAGE_NAMES = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")  # torchvision layer1..layer4
 
 
 def erased_fraction(f, m, erase: str, theta: float):
     """1 − ‖F ⊗ M_erase‖_c / ‖F‖_c per position (B, H, W): how much EA removed there."""
-    norm = lambda t: jnp.sqrt(jnp.sum(jnp.square(t.astype(jnp.float32)), -1))
-    return 1.0 - norm(f.astype(jnp.float32) * erase_mask(m, erase, theta)) / (norm(f) + 1e-6)
+    norm = lambda t: jnp.sqrt(jnp.sum(jnp.square(upcast(t)), -1))
+    return 1.0 - norm(upcast(f) * erase_mask(m, erase, theta)) / (norm(f) + 1e-6)
 
 
 class MAEANet(nn.Module):
