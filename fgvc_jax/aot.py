@@ -13,7 +13,6 @@ the dataset is never read: its class count comes from `NUM_CLASSES` (or --num_cl
 """
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -252,13 +251,6 @@ def analyse(config, target: dict, num_classes: int, which=("train", "eval"),
         raise ValueError(f"config.train.batch_size={batch} must be a multiple of the "
                          f"{n} devices of --target={target['name']}")
     steps = _steps(config, mesh, num_classes)
-    # HloCostAnalysis costs a while body once: count the FLOPs of scanned Swin stages on the
-    # same program with the blocks unrolled (lowered only, never compiled).
-    unrolled = None
-    if config.method.get("scan_blocks"):
-        unrolled = copy.deepcopy(config)
-        unrolled.method.scan_blocks = False
-        unrolled = _steps(unrolled, mesh, num_classes)
     report = {"target": target["name"], "device": devices[0].device_kind, "devices": n,
               "method": config.method.name, "dataset": config.data.name,
               "batch_size": batch, "image_size": int(config.data.crop),
@@ -267,9 +259,6 @@ def analyse(config, target: dict, num_classes: int, which=("train", "eval"),
     for name in which:
         fn, args = steps[name]
         report["steps"][name] = compile_step(fn, args, target, strict)
-        if unrolled:
-            fn, args = unrolled[name]
-            report["steps"][name]["flops"] = hlo_flops(fn.lower(*args))
     k = int(config.optim.accumulate)
     if k > 1 and "train" in report["steps"]:  # HloCostAnalysis costs a while body once
         s = report["steps"]["train"]

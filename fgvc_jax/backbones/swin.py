@@ -65,11 +65,11 @@ def window_reverse(windows, window, h, w):
 
 class DropPath(nn.Module):
     """Stochastic depth: drop the residual branch per sample, scale survivors by 1/keep."""
-    rate: float  # a traced scalar inside a scanned stage
+    rate: float
 
     @nn.compact
     def __call__(self, x, train: bool):
-        if not train or (isinstance(self.rate, float) and self.rate == 0.0):
+        if not train or self.rate == 0.0:
             return x
         keep = 1.0 - self.rate
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
@@ -160,14 +160,6 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """Optional PatchMerging, then `depth` blocks alternating shift 0 / window//2.
-
-    With `scan_blocks` the blocks run as one `lax.scan` over (unshifted, shifted) pairs, so
-    XLA traces and compiles one pair instead of every block (Swin-B's stage 3: 9 pairs). The
-    parameters keep timm's per-block layout (`blocks_{j}/...`: converter, checkpoints and
-    parameter groups as unrolled); they are stacked inside the step. Numerics equal the
-    unrolled loop (tests/backbones/test_swin_scan.py).
-    """
     dim: int
     depth: int
     num_heads: int
@@ -176,7 +168,6 @@ class SwinStage(nn.Module):
     downsample: bool
     drop_path: Sequence[float]
     mlp_ratio: float = 4.0
-    scan_blocks: bool = True
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -187,52 +178,17 @@ class SwinStage(nn.Module):
             x = PatchMerging(self.dim, name="downsample", **kw)(x)
         window = tuple(min(r, w) for r, w in zip(self.resolution, self.window))
         shift = tuple(0 if r <= w else w // 2 for r, w in zip(self.resolution, window))
-        blocks = [SwinBlock(self.dim, self.num_heads, window, shift if j % 2 else (0, 0), self.mlp_ratio,
-                            self.drop_path[j], parent=None, **kw) for j in range(self.depth)]
-        if self.scan_blocks:
-            x, attns = self._scanned(blocks, x, train, return_attn)
-        else:
-            attns = []
-            for j, block in enumerate(blocks):
-                x, attn = block.clone(parent=self, name=f"blocks_{j}")(x, train)
-                attns.append(attn)
+        attns = []
+        for j in range(self.depth):
+            x, attn = SwinBlock(self.dim, self.num_heads, window, shift if j % 2 else (0, 0), self.mlp_ratio,
+                                self.drop_path[j], name=f"blocks_{j}", **kw)(x, train)
+            attns.append(attn)
         if not return_attn:
             return x
         if attns[0].shape[1] != 1:
             raise ValueError(f"return_attn needs a stage that is one window; got {attns[0].shape[1]} windows "
                              f"at resolution {x.shape[1:3]} with window {window}")
         return x, [a[:, 0] for a in attns]
-
-    def _scanned(self, blocks, x, train, return_attn):
-        """The blocks as a scan over pairs (plus the last block when depth is odd); the
-        attention maps leave the loop only when asked for."""
-        params = [self.variable("params", f"blocks_{j}", lambda b=b: b.init(
-            self.make_rng("params"), x, False)["params"]).value for j, b in enumerate(blocks)]
-        dropping = train and any(self.drop_path)
-        key = self.make_rng("dropout") if dropping else jax.random.key(0)
-
-        def apply(block, p, x, rate, j):
-            rngs = {"dropout": jax.random.fold_in(key, j)} if dropping else {}
-            return block.clone(drop_path=rate if dropping else 0.0).apply({"params": p}, x, train, rngs=rngs)
-
-        def pair(x, xs):
-            p, rates, j = xs
-            x, a0 = apply(blocks[0], p[0], x, rates[0], 2 * j)
-            x, a1 = apply(blocks[1], p[1], x, rates[1], 2 * j + 1)
-            return x, (a0, a1) if return_attn else None
-
-        attns = []
-        n = self.depth // 2
-        if n:
-            stack = lambda *ps: jax.tree.map(lambda *leaves: jnp.stack(leaves), *ps)
-            xs = ((stack(*params[0:2 * n:2]), stack(*params[1:2 * n:2])),
-                  jnp.asarray(self.drop_path[:2 * n], jnp.float32).reshape(n, 2), jnp.arange(n))
-            x, pairs = jax.lax.scan(pair, x, xs)
-            attns = [a[i] for i in range(n) for a in pairs] if return_attn else []
-        if self.depth % 2:
-            x, a = apply(blocks[-1], params[-1], x, self.drop_path[-1], self.depth - 1)
-            attns.append(a)
-        return x, attns
 
 
 class ClassifierHead(nn.Module):
@@ -274,7 +230,6 @@ class SwinTransformer(nn.Module):
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
     num_classes: int = 0
-    scan_blocks: bool = True
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -291,7 +246,7 @@ class SwinTransformer(nn.Module):
             res = res // 2 if i else res
             setattr(self, f"layers_{i}", SwinStage(
                 self.embed_dim * 2**i, d, self.num_heads[i], (self.window_size,) * 2, (res, res), i > 0,
-                dpr[sum(self.depths[:i]):sum(self.depths[:i + 1])], self.mlp_ratio, self.scan_blocks, **kw))
+                dpr[sum(self.depths[:i]):sum(self.depths[:i + 1])], self.mlp_ratio, **kw))
         self.norm = LayerNorm(**kw)
         self.head = ClassifierHead(self.num_classes, **kw)
 

@@ -3,8 +3,7 @@ defaults per size, and the flax backbone they build.
 
 Fields: `backbone` (a `fgvc_jax.convert` arch name, e.g. 'resnet50', 'densenet161',
 'swin_base_patch4_window12_384'), `image_size`; for ResNets `stem_pool`, `dilate_conv5`
-(ignored by DenseNets, which have neither); for Swins `drop_path_rate`, `scan_blocks` (run
-each stage's blocks as one scan: same numerics, a fraction of the compile time) and
+(ignored by DenseNets, which have neither); for Swins `drop_path_rate` and
 `backbone_overrides` (any SwinTransformer field, used by the CPU-sized variants)."""
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ def swin_fields(size: str) -> dict:
     full = size == "full"
     return dict(backbone="swin_base_patch4_window12_384" if full
                 else "swin_tiny_patch4_window7_224",
-                image_size=384 if full else 64, drop_path_rate=0.0, scan_blocks=True,
+                image_size=384 if full else 64, drop_path_rate=0.0,
                 backbone_overrides={} if full else dict(CPU_SWIN))
 
 
@@ -49,8 +48,7 @@ def backbone_kwargs(config: ml_collections.ConfigDict) -> dict:
     if arch in densenet_lib.ARCHS:
         return {}
     if arch in swin_lib.ARCHS:
-        kw = dict(img_size=config.image_size, drop_path_rate=config.drop_path_rate,
-                  scan_blocks=config.get("scan_blocks", True))
+        kw = dict(img_size=config.image_size, drop_path_rate=config.drop_path_rate)
         kw.update({k: tuple(v) if isinstance(v, list) else v
                    for k, v in (config.backbone_overrides or {}).items()})
         return kw

@@ -63,7 +63,7 @@ def test_paper_size_train_step_compiles_and_fits_on_h100(method):
         assert "Couldn't find output tile sizes" in s["note"]
     if method == "baseline_swin":
         # Swin-B/384: 47.2 GMAC forward x 3 (forward + backward) x 2 FLOP/MAC ≈ 283 GFLOP per
-        # image; its 24 blocks run as a scan, whose body XLA's cost analysis counts once.
+        # image (a loop in the step, whose body XLA's cost analysis counts once, would halve it).
         assert 260 < r["train_gflops_per_image"] < 320, r["train_gflops_per_image"]
 
 

@@ -121,6 +121,7 @@ FULL = [("baseline_resnet", {}), ("baseline_swin", {}), ("ma_ea", {}), ("cra_smr
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("paper_size_float64")  # one at a time: DenseNet-161 alone takes 10.8 GB
 @pytest.mark.parametrize("name,fields", FULL)
 def test_paper_size_matches_twin_in_float64(name, fields):
     cfg = registry.default_config(name, "full")
