@@ -120,8 +120,28 @@ FULL = [("baseline_resnet", {}), ("baseline_swin", {}), ("ma_ea", {}), ("cra_smr
         ("cra_smra", {"backbone": "densenet161"}), ("swinfc", {}), ("attention_cnn", {})]
 
 
+@pytest.fixture
+def release_memory():
+    """After a paper-size float64 case: drop JAX's compiled programs and hand the freed heap
+    back to the OS (one worker runs the seven cases in turn; without this its RSS grew past
+    16 GB and the OOM killer took it)."""
+    yield
+    import ctypes
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("paper_size_float64")  # one at a time: DenseNet-161 alone takes 10.8 GB
+@pytest.mark.usefixtures("release_memory")
 @pytest.mark.parametrize("name,fields", FULL)
 def test_paper_size_matches_twin_in_float64(name, fields):
     cfg = registry.default_config(name, "full")
