@@ -30,7 +30,7 @@ $(VENV)/aot-%/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 test: dev
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 bench: dev
 	$(BIN)/python bench/backbones.py

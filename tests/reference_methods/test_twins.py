@@ -122,9 +122,9 @@ FULL = [("baseline_resnet", {}), ("baseline_swin", {}), ("ma_ea", {}), ("cra_smr
 
 @pytest.fixture
 def release_memory():
-    """After a paper-size float64 case: drop JAX's compiled programs and hand the freed heap
-    back to the OS (one worker runs the seven cases in turn; without this its RSS grew past
-    16 GB and the OOM killer took it)."""
+    """After a paper-size float64 case (DenseNet-161 alone peaks at 10.8 GB RSS): drop JAX's
+    compiled programs and hand the freed heap back to the OS, so that a worker running several
+    cases in turn does not grow (one grew past 16 GB and was OOM-killed in CI)."""
     yield
     import ctypes
     import gc
@@ -140,7 +140,6 @@ def release_memory():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("paper_size_float64")  # one at a time: DenseNet-161 alone takes 10.8 GB
 @pytest.mark.usefixtures("release_memory")
 @pytest.mark.parametrize("name,fields", FULL)
 def test_paper_size_matches_twin_in_float64(name, fields):
