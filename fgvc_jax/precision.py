@@ -5,6 +5,11 @@ hard-coded float32 would round every such step to 6e-8 and hide the comparison u
 import jax.numpy as jnp
 
 
+def accumulation_dtype(dtype):
+    """`dtype` promoted to at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def upcast(x):
     """`x` in its own dtype promoted to at least float32."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x.astype(accumulation_dtype(x.dtype))

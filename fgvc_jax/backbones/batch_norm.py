@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fgvc_jax.precision import upcast
+from fgvc_jax.precision import accumulation_dtype, upcast
 
 
 class BatchNorm(nn.Module):
@@ -42,7 +42,7 @@ class BatchNorm(nn.Module):
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var * (n / max(n - 1, 1))
         else:
             mean, var = ra_mean.value, ra_var.value
-        acc = jnp.promote_types(x.dtype, jnp.float32)
+        acc = accumulation_dtype(x.dtype)
         mul = scale.astype(acc) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
         add = bias.astype(acc) - mean * mul
         return (x * mul.astype(self.dtype) + add.astype(self.dtype)).astype(self.dtype)
