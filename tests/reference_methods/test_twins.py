@@ -9,7 +9,8 @@ float32 the ResNet methods' gradients are discontinuous functions of the roundin
 max-pool and erasure/suppression choices flip on near-ties): PyTorch's own float32 gradient
 differs from its float64 one by 9.3e-4 at the CPU size (baseline_resnet, training mode, seed
 3) and by 1.0e-3 at 448 px (eval mode), so in training mode our float32 error is held to
-PyTorch's own, and at the paper's size float64 is compared."""
+PyTorch's own, and at the paper's size float64 is compared. In eval mode at the CPU size our
+float32 is held within 1e-5 of the float64 twin."""
 import numpy as np
 import pytest
 
@@ -28,8 +29,12 @@ def check(rows, tol):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_eval_mode_matches_twin(name):
-    rows, _ = parity.run(registry.default_config(name, "cpu"), 10, train=False, batch=4)
+def test_eval_mode_float32_within_1e5_of_the_float64_twin(name):
+    """Our float32 against the truth (the float64 twin), not against PyTorch's float32: two
+    float32 runs each ~5e-6 off make SwinFC's patch-merging gradient 1.0e-5 apart (seed 0:
+    ours 5.3e-6 from float64, PyTorch's own float32 6.5e-6)."""
+    rows, _ = parity.run(registry.default_config(name, "cpu"), 10, train=False, batch=4,
+                         twin_dtype="float64")
     names = {r.name for r in rows}
     assert "loss total" in names and any(n.startswith("grad [") for n in names)
     check(rows, 1e-5)
