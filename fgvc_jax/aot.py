@@ -216,24 +216,23 @@ def memory(compiled) -> dict[str, float]:
 
 def compile_step(fn, args, target: dict, strict: bool) -> dict:
     """Lower and compile one step for the target; its figures."""
-    t0 = time.perf_counter()
+    start = time.perf_counter()
     lowered = fn.lower(*args)
-    t1 = time.perf_counter()
+    lower_s = time.perf_counter() - start
     note = ""
+    start = time.perf_counter()
     try:
         compiled = lowered.compile()
     except Exception as e:  # XLA reports its errors as XlaRuntimeError / RuntimeError
         if target["kind"] != "gpu" or strict or _TILE_ERROR not in str(e):
             raise
         note = (f"Triton GEMM turned off (--xla_gpu_enable_triton_gemm=false): deviceless, "
-                f"it failed with \"{_TILE_ERROR}\" after {time.perf_counter() - t1:.1f} s "
+                f"it failed with \"{_TILE_ERROR}\" after {time.perf_counter() - start:.1f} s "
                 "(a device's autotuner picks the tiles)")
-        t2 = time.perf_counter()  # the compile time reported is the one that succeeded
+        start = time.perf_counter()  # the compile time reported is the one that succeeded
         compiled = lowered.compile(compiler_options={"xla_gpu_enable_triton_gemm": False})
-    else:
-        t2 = t1
-    t3 = time.perf_counter()
-    return {"lower_s": t1 - t0, "compile_s": t3 - t2, "memory_gib": memory(compiled),
+    compile_s = time.perf_counter() - start
+    return {"lower_s": lower_s, "compile_s": compile_s, "memory_gib": memory(compiled),
             "flops": hlo_flops(lowered), "collectives": collectives(compiled.as_text()),
             "triton_gemm": "off" if note else "default", "note": note}
 

@@ -208,6 +208,7 @@ def evaluate(trained: Trained, *, split: str | None = None, batch_size: int | No
     report = {
         "workdir": os.path.abspath(trained.workdir), "step": trained.step,
         "method": config.method.name, "dataset": config.data.name, "split": split,
+        "images": os.path.abspath(images) if images else None,
         "count": int(len(tops["label"])),
         "single_view": single,
         "macro_f1": macro_f1(cm),
@@ -231,7 +232,8 @@ def format_report(report: dict) -> str:
     single, flip = report["single_view"], report["flip_tta"]
     heads = sorted({k.split("/", 1)[1] for k in single},
                    key=lambda n: (n != "combined", n))
-    lines = [f"{report['method']} on {report['dataset']}/{report['split']} "
+    source = report.get("images") or f"{report['dataset']}/{report['split']}"
+    lines = [f"{report['method']} on {source} "
              f"({report['count']} images), checkpoint step {report['step']}",
              f"{'head':<16}{'top-1':>8}{'top-5':>8}{'class':>8}"
              + (f"{'flip top-1':>12}{'flip top-5':>12}" if flip else "")]

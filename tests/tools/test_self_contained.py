@@ -64,6 +64,8 @@ def test_tools_work_without_the_dataset(trained_run, moved_workdir, tmp_path):
     assert report["single_view"]["mean_class/combined"] == pytest.approx(
         100.0 * np.mean(per_class))
     assert 0.0 <= report["macro_f1"] <= 100.0
+    assert evaluate.format_report(report).splitlines()[0].startswith(
+        f"{moved.config.method.name} on {os.path.abspath(root)} ({len(paths)} images)")
 
     pngs = explain.explain_files(moved, paths[:2], str(tmp_path / "explain"))
     assert len(pngs) == 2 and all(os.path.getsize(p) > 0 for p in pngs)
