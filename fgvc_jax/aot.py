@@ -214,6 +214,10 @@ def memory(compiled) -> dict[str, float]:
     return {k: v / GIB for k, v in out.items()}
 
 
+class DoesNotFit(ValueError):
+    """The compiler refused the step: it needs more memory than the device has."""
+
+
 def compile_step(fn, args, target: dict, strict: bool) -> dict:
     """Lower and compile one step for the target; its figures."""
     start = time.perf_counter()
@@ -224,6 +228,10 @@ def compile_step(fn, args, target: dict, strict: bool) -> dict:
     try:
         compiled = lowered.compile()
     except Exception as e:  # XLA reports its errors as XlaRuntimeError / RuntimeError
+        if "RESOURCE_EXHAUSTED" in str(e):  # libtpu refuses a program above the chip's HBM
+            raise DoesNotFit(f"does not fit on {target['name']}: "
+                             f"{str(e).split('RESOURCE_EXHAUSTED: ')[-1].splitlines()[0]} "
+                             "Lower --config.train.batch_size or use more devices.") from e
         if target["kind"] != "gpu" or strict or _TILE_ERROR not in str(e):
             raise
         note = (f"Triton GEMM turned off (--xla_gpu_enable_triton_gemm=false): deviceless, "
@@ -257,7 +265,10 @@ def analyse(config, target: dict, num_classes: int, which=("train", "eval"),
               "peak_bf16_tflops_per_device": target["peak"], "steps": {}}
     for name in which:
         fn, args = steps[name]
-        report["steps"][name] = compile_step(fn, args, target, strict)
+        try:
+            report["steps"][name] = compile_step(fn, args, target, strict)
+        except DoesNotFit as e:
+            raise DoesNotFit(f"the {name} step at global batch {batch} {e}") from None
     k = int(config.optim.accumulate)
     if k > 1 and "train" in report["steps"]:  # HloCostAnalysis costs a while body once
         s = report["steps"]["train"]

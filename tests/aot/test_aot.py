@@ -77,6 +77,15 @@ def test_cpu_size_train_step_compiles_for_tpu_v5e_with_gradient_all_reduce(metho
     assert s["collectives"].get("all-reduce", 0) > 0, s["collectives"]
 
 
+def test_a_step_above_the_chips_memory_is_one_clear_error():
+    out = _run("--config", "configs/attention_cnn.py:synthetic", "--target", "tpu-v5e:1x1",
+               "--steps", "train", "--config.train.batch_size=131072")
+    err = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 2, out.stderr[-4000:]
+    assert err.startswith("error: the train step at global batch 131072 does not fit on "
+                          "tpu-v5e:1x1: ") and "exceeds available HBM" in err, err
+
+
 def test_eight_h100_train_and_eval_steps_all_reduce():
     """Data parallel over 8 GPUs: the gradient (train) and the metric sums (eval) are
     all-reduced."""
