@@ -197,9 +197,16 @@ def hlo_flops(lowered) -> float:
 
 
 def collectives(hlo_text: str) -> dict[str, int]:
-    """Count of each collective op in a compiled module's text (async '-start' forms too)."""
-    found = re.findall(r"\b(" + "|".join(_COLLECTIVES) + r")(?:-start)?\(", hlo_text)
-    return {k: found.count(k) for k in _COLLECTIVES if k in found}
+    """Count of each collective op in a compiled module's text (async '-start' forms too).
+    Instructions sharing a channel_id are one collective: libtpu copies an async one into
+    every fusion that overlaps it (SwinFC's one all-gather appears 92 times)."""
+    found = {}
+    for line in hlo_text.splitlines():
+        op = re.search(r"\b(" + "|".join(_COLLECTIVES) + r")(?:-start)?\(", line)
+        if op:
+            channel = re.search(r"\bchannel_id=(\d+)", line)
+            found.setdefault(op.group(1), set()).add(channel.group(1) if channel else line)
+    return {k: len(found[k]) for k in _COLLECTIVES if k in found}
 
 
 def memory(compiled) -> dict[str, float]:

@@ -86,6 +86,17 @@ def test_a_step_above_the_chips_memory_is_one_clear_error():
                           "tpu-v5e:1x1: ") and "exceeds available HBM" in err, err
 
 
+def test_collectives_sharing_a_channel_are_counted_once():
+    text = "\n".join([
+        "%all-gather.1 = bf16[32,256] all-gather(%p0), channel_id=3, dimensions={0}",
+        "%all-gather.2 = bf16[32,256] all-gather(%p1), channel_id=3, dimensions={0}",
+        "%all-reduce-start.1 = f32[8] all-reduce-start(%p2), channel_id=4, to_apply=%add",
+        "%all-reduce.2 = f32[8] all-reduce(%p3), channel_id=5, to_apply=%add",
+        "%all-reduce.3 = f32[8] all-reduce(%p4), to_apply=%add",
+        "%fusion.1 = f32[8] fusion(%all-reduce.2), kind=kLoop"])
+    assert aot.collectives(text) == {"all-reduce": 3, "all-gather": 1}
+
+
 def test_eight_h100_train_and_eval_steps_all_reduce():
     """Data parallel over 8 GPUs: the gradient (train) and the metric sums (eval) are
     all-reduced."""
