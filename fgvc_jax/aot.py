@@ -65,6 +65,8 @@ SIDE_DIRS = {"gpu": os.path.join(sys.prefix, "aot-gpu"),
              "tpu": os.path.join(sys.prefix, "aot-tpu")}
 _TILE_ERROR = "Couldn't find output tile sizes"
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+_COLLECTIVE_OP = re.compile(r"\b(" + "|".join(_COLLECTIVES) + r")(?:-start)?\(")
+_CHANNEL = re.compile(r"\bchannel_id=(\d+)")
 GIB = 2.0 ** 30
 
 
@@ -202,9 +204,9 @@ def collectives(hlo_text: str) -> dict[str, int]:
     every fusion that overlaps it (SwinFC's one all-gather appears 92 times)."""
     found = {}
     for line in hlo_text.splitlines():
-        op = re.search(r"\b(" + "|".join(_COLLECTIVES) + r")(?:-start)?\(", line)
+        op = _COLLECTIVE_OP.search(line)
         if op:
-            channel = re.search(r"\bchannel_id=(\d+)", line)
+            channel = _CHANNEL.search(line)
             found.setdefault(op.group(1), set()).add(channel.group(1) if channel else line)
     return {k: len(found[k]) for k in _COLLECTIVES if k in found}
 
@@ -222,7 +224,8 @@ def memory(compiled) -> dict[str, float]:
 
 
 class DoesNotFit(ValueError):
-    """The compiler refused the step: it needs more memory than the device has."""
+    """The compiler refused the step: it needs more memory than the device has (the
+    compiler's own message)."""
 
 
 def compile_step(fn, args, target: dict, strict: bool) -> dict:
@@ -236,9 +239,7 @@ def compile_step(fn, args, target: dict, strict: bool) -> dict:
         compiled = lowered.compile()
     except Exception as e:  # XLA reports its errors as XlaRuntimeError / RuntimeError
         if "RESOURCE_EXHAUSTED" in str(e):  # libtpu refuses a program above the chip's HBM
-            raise DoesNotFit(f"does not fit on {target['name']}: "
-                             f"{str(e).split('RESOURCE_EXHAUSTED: ')[-1].splitlines()[0]} "
-                             "Lower --config.train.batch_size or use more devices.") from e
+            raise DoesNotFit(str(e).split("RESOURCE_EXHAUSTED: ")[-1].splitlines()[0]) from e
         if target["kind"] != "gpu" or strict or _TILE_ERROR not in str(e):
             raise
         note = (f"Triton GEMM turned off (--xla_gpu_enable_triton_gemm=false): deviceless, "
@@ -275,7 +276,9 @@ def analyse(config, target: dict, num_classes: int, which=("train", "eval"),
         try:
             report["steps"][name] = compile_step(fn, args, target, strict)
         except DoesNotFit as e:
-            raise DoesNotFit(f"the {name} step at global batch {batch} {e}") from None
+            raise DoesNotFit(f"the {name} step at global batch {batch} does not fit on "
+                             f"{target['name']}: {e} Lower --config.train.batch_size or use "
+                             "more devices.") from None
     k = int(config.optim.accumulate)
     if k > 1 and "train" in report["steps"]:  # HloCostAnalysis costs a while body once
         s = report["steps"]["train"]
