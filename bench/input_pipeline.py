@@ -91,7 +91,8 @@ def swinfc_step_seconds(batch: int, repeats: int) -> tuple[float, int]:
     """Median seconds of the CPU-size SwinFC train step (configs/swinfc.py:synthetic) at
     `batch`, and its image size."""
     from bench import train_step as tsb
-    from fgvc_jax import parallel, state as state_lib, step as step_lib
+    from fgvc_jax.runtime import parallel
+    from fgvc_jax.loop import state as state_lib, step as step_lib
     config = tsb._config("swinfc", "synthetic")
     config.train.batch_size = batch
     mesh = parallel.make_mesh()

@@ -67,7 +67,8 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from fgvc_jax import optim, parallel, state as state_lib, step as step_lib
+    from fgvc_jax.loop import optim, state as state_lib, step as step_lib
+    from fgvc_jax.runtime import parallel
     from fgvc_jax.data import preprocess
 
     config = method_config(name, batch, bf16)

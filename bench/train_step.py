@@ -19,7 +19,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fgvc_jax import optim, parallel, state as state_lib, step as step_lib, train  # noqa: E402
+from fgvc_jax.loop import optim, state as state_lib, step as step_lib, train  # noqa: E402
+from fgvc_jax.runtime import parallel
 
 PAPER = ("baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc")
 

@@ -7,7 +7,7 @@ no weight decay, cosine, batch 32 at 64 px.
 Run: python -m fgvc_jax.main --config configs/attention_cnn.py:synthetic --workdir runs/a
 (on a real dataset the images are resized to 72 → crop 64, the model's size).
 """
-from fgvc_jax import configs_common as common
+from fgvc_jax import config as common
 
 
 def get_config(arg=None):

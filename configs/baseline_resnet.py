@@ -15,7 +15,7 @@ Reproduce CUB:
   python -m fgvc_jax.main --config configs/baseline_resnet.py:cub,cra_smra --workdir runs/r50c
 CPU check: python -m fgvc_jax.main --config configs/baseline_resnet.py:synthetic --workdir runs/r
 """
-from fgvc_jax import configs_common as common
+from fgvc_jax import config as common
 
 
 def get_config(arg=None):

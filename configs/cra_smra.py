@@ -17,7 +17,7 @@ Reproduce CUB:
 --config.train.batch_size=16 or 24.)
 CPU check: python -m fgvc_jax.main --config configs/cra_smra.py:synthetic --workdir runs/c
 """
-from fgvc_jax import configs_common as common
+from fgvc_jax import config as common
 
 
 def recipe(arg) -> dict:

@@ -11,7 +11,7 @@ Reproduce Stanford Cars:
       --config.init.pretrained=resnet50-0676ba61.pth --config.train.dtype=bfloat16
 CPU check: python -m fgvc_jax.main --config configs/ma_ea.py:synthetic --workdir runs/m
 """
-from fgvc_jax import configs_common as common
+from fgvc_jax import config as common
 
 
 def get_config(arg=None):

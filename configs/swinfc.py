@@ -18,7 +18,7 @@ Reproduce CUB (8 GPUs or one; the batch is global):
 Quick start (CPU, minutes): python -m fgvc_jax.main --config configs/swinfc.py:synthetic \\
       --workdir runs/quickstart
 """
-from fgvc_jax import configs_common as common
+from fgvc_jax import config as common
 
 
 def recipe(arg) -> dict:

@@ -158,7 +158,8 @@ def _steps(config, mesh, num_classes: int):
     import jax
     import jax.numpy as jnp
 
-    from fgvc_jax import lengths, optim, parallel, state, step
+    from fgvc_jax.loop import lengths, optim, state, step
+    from fgvc_jax.runtime import parallel
     from fgvc_jax.data import cache
 
     method = state.create_method(config, num_classes)
@@ -256,7 +257,7 @@ def compile_step(fn, args, target: dict, strict: bool) -> dict:
 def analyse(config, target: dict, num_classes: int, which=("train", "eval"),
             strict: bool = False) -> dict:
     """The report of `config` compiled for `target` (see the module docstring)."""
-    from fgvc_jax import parallel
+    from fgvc_jax.runtime import parallel
 
     devices = target_devices(target)
     mesh = parallel.make_mesh(devices)

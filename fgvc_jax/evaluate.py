@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from fgvc_jax.trained import ToolError, Trained
+from fgvc_jax.tools.trained import ToolError, Trained
 
 REPORT_FILE = "eval_report.json"
 CONFUSION_FILE = "confusion.png"
@@ -28,7 +28,7 @@ def make_topk_fn(trained: Trained, mesh, flip: bool, k: int = 5):
     import jax
     import jax.numpy as jnp
 
-    from fgvc_jax import parallel
+    from fgvc_jax.runtime import parallel
 
     method = trained.method
 
@@ -57,7 +57,7 @@ def collect(trained: Trained, batches, flip: bool = True) -> dict[str, np.ndarra
     `batches` (padded batches with a 'mask', as `data.eval_iterator` yields)."""
     import jax
 
-    from fgvc_jax import parallel
+    from fgvc_jax.runtime import parallel
 
     mesh = parallel.make_mesh()
     fn = make_topk_fn(trained, mesh, flip)
@@ -155,7 +155,7 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str, title: str) -> N
 def folder_batches(trained: Trained, root: str, batch_size: int):
     """Padded eval batches of `root/<class name>/*.jpg` (the model's class names; no dataset
     needed), labelled by folder."""
-    from fgvc_jax import image_files
+    from fgvc_jax.tools import image_files
 
     if not os.path.isdir(root):
         raise ToolError(f"--images {root}: no such folder (expected <class name>/*.jpg in it).")
@@ -256,7 +256,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv) -> None:
-    from fgvc_jax import cli_common
+    from fgvc_jax.tools import cli_common
 
     del argv
     flags = cli_common.FLAGS
@@ -276,7 +276,7 @@ def main(argv) -> None:
 def run() -> None:
     from absl import flags
 
-    from fgvc_jax import cli_common
+    from fgvc_jax.tools import cli_common
 
     def define_flags():
         flags.DEFINE_string("split", "", "Split to evaluate (default: config.data.test_split).")

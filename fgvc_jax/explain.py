@@ -1,7 +1,7 @@
 """Explain predictions: `python -m fgvc_jax.explain --workdir DIR [--config C] IMAGE...`.
 
 Writes one PNG grid per image into `--out` (default `<workdir>/explain`): the image, the
-Grad-CAM of each stage (`fgvc_jax.gradcam`) for the predicted class, and what the method
+Grad-CAM of each stage (`fgvc_jax.tools.gradcam`) for the predicted class, and what the method
 itself attends to: the maps its network returns with `explain=True` (`Outputs.aux['maps']`,
 documented in each method's module: MA-EA's MA maps and erased regions, CRA-SMRA's CRAM
 outputs and SMRAM maps, SwinFC's stage-4 attention and FSM-selected patches).
@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from fgvc_jax import image_files
-from fgvc_jax.trained import Trained
+from fgvc_jax.tools import image_files
+from fgvc_jax.tools.trained import Trained
 
 NEAREST = ("FSM patches",)  # counts per patch: drawn as blocks, not interpolated
 
@@ -34,7 +34,7 @@ def make_explain_fn(trained: Trained):
     Grad-CAM titles first ('Grad-CAM <stage>'), then the method's maps."""
     import jax
 
-    from fgvc_jax import gradcam
+    from fgvc_jax.tools import gradcam
 
     size = trained.image_size
 
@@ -104,7 +104,7 @@ def explain_files(trained: Trained, paths: list[str], out_dir: str, batch_size: 
 
 
 def main(argv) -> None:
-    from fgvc_jax import cli_common
+    from fgvc_jax.tools import cli_common
 
     flags = cli_common.FLAGS
     try:
@@ -120,7 +120,7 @@ def main(argv) -> None:
 def run() -> None:
     from absl import flags
 
-    from fgvc_jax import cli_common
+    from fgvc_jax.tools import cli_common
 
     def define_flags():
         flags.DEFINE_string("out", "", "Folder for the PNGs (default: <workdir>/explain).")

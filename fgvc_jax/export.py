@@ -25,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from fgvc_jax.trained import ToolError, Trained
+from fgvc_jax.tools.trained import ToolError, Trained
 
 CLASS_NAMES_FILE = "class_names.txt"
 
@@ -152,7 +152,7 @@ def export(trained: Trained, out_dir: str, batch_size: int = 0,
 
 
 def main(argv) -> None:
-    from fgvc_jax import cli_common
+    from fgvc_jax.tools import cli_common
 
     flags = cli_common.FLAGS
     try:
@@ -179,7 +179,7 @@ def run() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from absl import flags
 
-    from fgvc_jax import cli_common
+    from fgvc_jax.tools import cli_common
 
     def define_flags():
         flags.DEFINE_string("out", None, "Folder to write the SavedModel to (new or empty).")

@@ -82,10 +82,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     _quiet_libraries()
-    from fgvc_jax import train, trained  # after flag parsing: jax is configured by then
-    from fgvc_jax import checkpoints, workdir as workdir_lib
+    from fgvc_jax.loop import train  # after flag parsing: jax is configured by then
+    from fgvc_jax.tools import trained
+    from fgvc_jax.run import checkpoints, workdir as workdir_lib
 
-    from fgvc_jax import compile_cache
+    from fgvc_jax.runtime import compile_cache
 
     compile_cache.enable()  # a resume or re-evaluation of the same program does not recompile
     config, workdir = _CONFIG.value, _WORKDIR.value

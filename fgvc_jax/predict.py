@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 
-from fgvc_jax import image_files
-from fgvc_jax.trained import Trained
+from fgvc_jax.tools import image_files
+from fgvc_jax.tools.trained import Trained
 
 
 def make_probs_fn(trained: Trained):
@@ -54,7 +54,7 @@ def predict_files(trained: Trained, paths: list[str], top_k: int = 5, batch_size
 
 
 def main(argv) -> None:
-    from fgvc_jax import cli_common
+    from fgvc_jax.tools import cli_common
 
     flags = cli_common.FLAGS
     try:
@@ -78,7 +78,7 @@ def main(argv) -> None:
 def run() -> None:
     from absl import flags
 
-    from fgvc_jax import cli_common
+    from fgvc_jax.tools import cli_common
 
     def define_flags():
         flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")

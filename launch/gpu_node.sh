@@ -3,7 +3,7 @@
 #   launch/gpu_node.sh configs/swinfc.py:cub runs/swinfc_cub [--config.key=value ...]
 # Optional: PROCESSES_PER_NODE=N starts N processes (one per GPU group) on this node with an
 # explicit jax.distributed coordinator (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-# JAX_PROCESS_ID, read by fgvc_jax.parallel.initialize_distributed).
+# JAX_PROCESS_ID, read by fgvc_jax.runtime.parallel.initialize_distributed).
 set -euo pipefail
 CONFIG=${1:?usage: gpu_node.sh CONFIG WORKDIR [overrides...]}; WORKDIR=${2:?workdir}; shift 2
 PYTHON=${PYTHON:-python}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cloud TPU pod slice: the same command on every worker; JAX detects the pod (TPU_WORKER_*)
-# and fgvc_jax.parallel calls jax.distributed.initialize().
+# and fgvc_jax.runtime.parallel calls jax.distributed.initialize().
 #   launch/tpu_pod.sh TPU_NAME ZONE configs/swinfc.py:cub gs://bucket/runs/swinfc_cub [overrides]
 # The workdir must be shared by all workers (a gs:// bucket: orbax and TensorBoard write there).
 # The repository must be at ~/fgvc_jax on every worker with the venv made by `make venv`.

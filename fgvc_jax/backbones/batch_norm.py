@@ -5,7 +5,7 @@ the unbiased one (n / (n - 1)). Training from torchvision weights then drifts fr
 reference, so this module follows torch exactly: normalise with the biased batch variance,
 update `var` with the unbiased one, momentum 0.9 here == 0.1 in torch, eps 1e-5.
 
-Statistics are computed in at least float32 (`fgvc_jax.precision.upcast`): float32 under
+Statistics are computed in at least float32 (`fgvc_jax.runtime.precision.upcast`): float32 under
 bfloat16 compute, float64 under float64. Under `jax.jit` with the batch
 sharded over a mesh, the means are over the global batch (GSPMD inserts the all-reduce).
 """
@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fgvc_jax.precision import accumulation_dtype, upcast
+from fgvc_jax.runtime.precision import accumulation_dtype, upcast
 
 
 class BatchNorm(nn.Module):

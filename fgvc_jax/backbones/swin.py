@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 trunc02 = nn.initializers.truncated_normal(0.02)
 LayerNorm = functools.partial(nn.LayerNorm, epsilon=1e-5, use_fast_variance=False)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fgvc_jax import processes
+from fgvc_jax.runtime import processes
 from fgvc_jax.data import datasets, preprocess
 from fgvc_jax.data.errors import DataError
 

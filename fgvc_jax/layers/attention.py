@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 Dtype = Any
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers.attention import CBAMChannel, CBAMSpatial
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 Dtype = Any
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 Dtype = Any
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers.cram import ConvBNReLU
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 Dtype = Any
 DOWNSAMPLES = ("avgpool", "conv")
@@ -25,7 +25,7 @@ class SMRAM(nn.Module):
     per stage, and P_s = softmax over the H·W positions.
 
     Input: a list of (B, H_s, W_s, C_a) maps. Returns P (B, S, H·W), float32; feed it to
-    `fgvc_jax.losses.diversity_loss` (CCMP + L_div)."""
+    `fgvc_jax.methods.losses.diversity_loss` (CCMP + L_div)."""
 
     down: str = "avgpool"
     dtype: Dtype = jnp.float32

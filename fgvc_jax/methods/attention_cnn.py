@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from fgvc_jax import losses
+from fgvc_jax.methods import losses
 from fgvc_jax.layers import ScaledSelfAttention
 from fgvc_jax.methods.base import Method, Outputs
 

@@ -17,7 +17,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

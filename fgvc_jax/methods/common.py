@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fgvc_jax import losses
+from fgvc_jax.methods import losses
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Method
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 #: Module fields that are not method settings.
 _NOT_SETTINGS = {"backbone", "num_classes", "dtype", "parent", "name"}

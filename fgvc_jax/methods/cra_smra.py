@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fgvc_jax import losses
+from fgvc_jax.methods import losses
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers import CRAM, SMRAM
 from fgvc_jax.methods import backbone as backbone_lib

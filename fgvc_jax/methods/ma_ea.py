@@ -28,7 +28,7 @@ from fgvc_jax.layers import MAEA, erase_mask
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod, avg_max_pool, channel_mean
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 STAGE_NAMES = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")  # torchvision layer1..layer4
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fgvc_jax import losses
+from fgvc_jax.methods import losses
 from fgvc_jax.layers import EACA, FFM, select_tokens
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods.base import Outputs

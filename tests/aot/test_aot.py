@@ -112,7 +112,7 @@ from fgvc_jax import aot
 aot.prepare_environment(["--target", "h100x8"])
 import jax, jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
-from fgvc_jax import parallel
+from fgvc_jax.runtime import parallel
 mesh = parallel.make_mesh(aot.target_devices(aot.parse_target("h100x8")))
 x = jax.ShapeDtypeStruct((256, 512), jnp.bfloat16, sharding=NamedSharding(mesh, P("data")))
 w = jax.ShapeDtypeStruct((512, 1024), jnp.bfloat16, sharding=NamedSharding(mesh, P()))

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fgvc_jax import compile_cache
+from fgvc_jax.runtime import compile_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # compile seconds.
 _PROGRAM = """
 import json, sys, time
-from fgvc_jax import compile_cache
+from fgvc_jax.runtime import compile_cache
 compile_cache.enable(sys.argv[1])
 import jax, jax.numpy as jnp
 events = []

@@ -140,7 +140,7 @@ def test_trainer_stops_before_training_without_the_test_split(tmp_path):
     """The trainer's first step, `Experiment`, prepares the data: it fails there."""
     import importlib
 
-    from fgvc_jax import experiment
+    from fgvc_jax.loop import experiment
 
     root = tmp_path / "mine"
     fakes.class_folders(root, splits=("train", "val"))

@@ -154,7 +154,7 @@ def test_tools_load_images_as_seen(tmp_path):
     """predict/explain read files through `image_files.load_images` (eval preprocessing)."""
     import ml_collections
 
-    from fgvc_jax import image_files
+    from fgvc_jax.tools import image_files
 
     references = {kind: make(tmp_path / kind, size=(32, 32)) for kind, make in KINDS.items()}
     config = ml_collections.ConfigDict({"data": _config("folder", tmp_path, eval_resize=32,

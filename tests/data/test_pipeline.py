@@ -8,7 +8,8 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 from PIL import Image
 
-from fgvc_jax import data, parallel
+from fgvc_jax import data
+from fgvc_jax.runtime import parallel
 from fgvc_jax.data import datasets, pipeline, preprocess
 
 N_TRAIN, N_TEST, CLASSES = 48, 20, 4

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgvc_jax import layers, losses
+from fgvc_jax import layers
+from fgvc_jax.methods import losses
 from tests.layers.helpers import randomize
 
 

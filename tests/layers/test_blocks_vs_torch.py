@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgvc_jax import layers, losses
+from fgvc_jax import layers
+from fgvc_jax.methods import losses
 from tests.layers.helpers import assert_close, nchw, randomize, to_nhwc
 from tests.reference import blocks as ref
 from tests.reference.torch_compat import torch

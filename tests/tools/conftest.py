@@ -1,6 +1,6 @@
 """One tiny model trained once per test session (shared by pytest-xdist workers through a file
 lock): a CPU-sized method on a folder dataset of synthetic_fgvc birds whose classes differ
-only in their marks (`paired_data`), through `fgvc_jax.train.train_and_evaluate`."""
+only in their marks (`paired_data`), through `fgvc_jax.loop.train.train_and_evaluate`."""
 from __future__ import annotations
 
 import dataclasses
@@ -50,7 +50,7 @@ def make_config(root: str):
 
 
 def _train(root: str) -> None:
-    from fgvc_jax import train
+    from fgvc_jax.loop import train
 
     paired_data.write(os.path.join(root, "images"), num_classes=4,
                       per_class=PER_CLASS)

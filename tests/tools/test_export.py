@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgvc_jax import export, predict, trained
+from fgvc_jax import export, predict
+from fgvc_jax.tools import trained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from fgvc_jax import trained
-from fgvc_jax.experiment import Experiment
+from fgvc_jax.tools import trained
+from fgvc_jax.loop.experiment import Experiment
 from tests.tools import conftest
 
 

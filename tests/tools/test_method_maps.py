@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgvc_jax import explain, gradcam, layers, state, trained
+from fgvc_jax import explain, layers
+from fgvc_jax.tools import gradcam, trained
+from fgvc_jax.loop import state
 
 SIZE = 64
 

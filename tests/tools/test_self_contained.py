@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from fgvc_jax import data, evaluate, explain, predict, trained
+from fgvc_jax import data, evaluate, explain, predict
+from fgvc_jax.tools import trained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

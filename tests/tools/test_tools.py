@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgvc_jax import evaluate, explain, predict, trained
+from fgvc_jax import evaluate, explain, predict
+from fgvc_jax.tools import trained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

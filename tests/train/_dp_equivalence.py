@@ -11,7 +11,8 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fgvc_jax import optim, parallel, state as state_lib, step as step_lib  # noqa: E402
+from fgvc_jax.loop import optim, state as state_lib, step as step_lib  # noqa: E402
+from fgvc_jax.runtime import parallel
 from tests.train.tiny import TinyMethod, method_config  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Checked checkpoints (fgvc_jax.checkpoints): a digest written with each checkpoint and
+"""Checked checkpoints (fgvc_jax.run.checkpoints): a digest written with each checkpoint and
 verified at restore; every kind of damage moves the checkpoint aside and the newest good one
 is used; a checkpoint of another model is one line naming the array, both shapes and both
 methods; the tools skip a damaged checkpoint without moving it."""
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgvc_jax import checkpoints
+from fgvc_jax.run import checkpoints
 from tests import fault_injection
 
 

@@ -1,10 +1,10 @@
-"""fgvc_jax.checkpoints: pretrained backbone merge with a dont-load regex, strict shape checks, and
+"""fgvc_jax.run.checkpoints: pretrained backbone merge with a dont-load regex, strict shape checks, and
 the periodic/best managers."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgvc_jax import checkpoints
+from fgvc_jax.run import checkpoints
 from fgvc_jax.methods import merge_backbone
 
 

@@ -49,7 +49,7 @@ def test_user_mistakes_give_one_clear_message(argv, message, capsys, monkeypatch
 
 
 def test_unknown_method_name_and_dataset_through_cli(tmp_path):
-    from fgvc_jax import state
+    from fgvc_jax.loop import state
     from configs import swinfc
     config = swinfc.get_config("synthetic")
     config.method.name = "resnet"

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fgvc_jax import optim, parallel, state as state_lib, step as step_lib
+from fgvc_jax.loop import optim, state as state_lib, step as step_lib
+from fgvc_jax.runtime import parallel
 from tests.train.tiny import TinyMethod, method_config
 
 DECAY = 0.9

@@ -4,8 +4,9 @@ import importlib
 
 import ml_collections
 
-from fgvc_jax import data, lengths
-from fgvc_jax.experiment import Experiment
+from fgvc_jax import data
+from fgvc_jax.loop import lengths
+from fgvc_jax.loop.experiment import Experiment
 
 AIRCRAFT = {"train": 3334, "val": 3333, "trainval": 6667, "test": 3333}
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fgvc_jax import parallel
+from fgvc_jax.runtime import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

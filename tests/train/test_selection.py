@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from fgvc_jax import step as step_lib
-from fgvc_jax import train
-from fgvc_jax.experiment import Experiment
+from fgvc_jax.loop import step as step_lib
+from fgvc_jax.loop import train
+from fgvc_jax.loop.experiment import Experiment
 
 VAL = {1: 50.0, 2: 80.0, 3: 60.0}   # best by validation: step 2
 TEST = {1: 90.0, 2: 10.0, 3: 95.0}  # best by test would be step 3

@@ -1,4 +1,4 @@
-"""fgvc_jax.workdir: the run lock (holder named, stale lock of a dead process taken over, other
+"""fgvc_jax.run.workdir: the run lock (holder named, stale lock of a dead process taken over, other
 hosts never), the config record (first start kept, every start in config_history/, a changed
 config stops listing the keys unless accepted) and one-line errors for unusable workdirs and
 corrupt config files."""
@@ -12,7 +12,8 @@ import sys
 import ml_collections
 import pytest
 
-from fgvc_jax import trained, workdir
+from fgvc_jax.tools import trained
+from fgvc_jax.run import workdir
 
 
 def _config(**train):

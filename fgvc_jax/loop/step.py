@@ -16,9 +16,10 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from fgvc_jax import optim, parallel
+from fgvc_jax.loop import optim
+from fgvc_jax.runtime import parallel
 from fgvc_jax.data import augment, cache, preprocess
-from fgvc_jax.state import TrainState
+from fgvc_jax.loop.state import TrainState
 
 
 def sown_metrics(tree) -> dict[str, jax.Array]:

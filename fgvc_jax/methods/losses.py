@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from fgvc_jax.layers.fusion import l2_normalize
-from fgvc_jax.precision import upcast
+from fgvc_jax.runtime.precision import upcast
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0, targets=None):

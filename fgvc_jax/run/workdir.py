@@ -28,7 +28,7 @@ import uuid
 
 from absl import logging
 
-from fgvc_jax import processes
+from fgvc_jax.runtime import processes
 
 LOCK_FILE = "run.lock"
 CONFIG_FILE = "config.json"

@@ -184,7 +184,7 @@ def tree_metadata(folder: str) -> dict[str, tuple]:
 
 def _method_of(folder: str) -> str | None:
     """The method the workdir's recorded config names (None if it names none)."""
-    from fgvc_jax import workdir as workdir_lib
+    from fgvc_jax.run import workdir as workdir_lib
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(folder)))
     try:

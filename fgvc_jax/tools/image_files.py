@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from fgvc_jax.data.images import IMAGE_EXTENSIONS
-from fgvc_jax.trained import ToolError
+from fgvc_jax.tools.trained import ToolError
 
 
 

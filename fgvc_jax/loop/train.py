@@ -24,11 +24,13 @@ from clu import parameter_overview
 from etils import epath
 from flax import traverse_util
 
-from fgvc_jax import checkpoints as ckpt_lib
-from fgvc_jax import workdir as workdir_lib
-from fgvc_jax import model_card, optim, parallel, state as state_lib, step as step_lib
-from fgvc_jax.experiment import Experiment
-from fgvc_jax.run_log import RunLog
+from fgvc_jax.run import checkpoints as ckpt_lib
+from fgvc_jax.run import workdir as workdir_lib
+from fgvc_jax.run import model_card
+from fgvc_jax.loop import optim, state as state_lib, step as step_lib
+from fgvc_jax.runtime import parallel
+from fgvc_jax.loop.experiment import Experiment
+from fgvc_jax.run.log import RunLog
 
 
 class Preempted(Exception):
@@ -331,7 +333,7 @@ def _evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
     and write `<workdir>/eval_<which>.json` (the training's eval.json is left as it is).
     `config` defaults to the workdir's config.json; a workdir that does not exist is an
     error (it is never created)."""
-    from fgvc_jax import trained
+    from fgvc_jax.tools import trained
 
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"--workdir {os.path.abspath(workdir)} does not exist "

@@ -63,8 +63,8 @@ def quiet() -> None:
 
 def image_paths(argv: list[str], tool: str) -> list[str]:
     """The image files named by the positional arguments (folders expanded); usage if none."""
-    from fgvc_jax import image_files
-    from fgvc_jax.trained import ToolError
+    from fgvc_jax.tools import image_files
+    from fgvc_jax.tools.trained import ToolError
 
     if len(argv) < 2:
         raise ToolError(f"no images given: python -m fgvc_jax.{tool} --workdir DIR "
@@ -75,7 +75,8 @@ def image_paths(argv: list[str], tool: str) -> list[str]:
 def load_trained():
     import jax
 
-    from fgvc_jax import compile_cache, trained
+    from fgvc_jax.runtime import compile_cache
+    from fgvc_jax.tools import trained
 
     if FLAGS.platform:
         jax.config.update("jax_platforms", FLAGS.platform)
@@ -86,7 +87,7 @@ def load_trained():
 def fail(error: BaseException) -> None:
     """Print a user mistake as `error: ...` and exit 2; re-raise anything else."""
     from fgvc_jax.data.errors import DataError
-    from fgvc_jax.trained import ToolError
+    from fgvc_jax.tools.trained import ToolError
 
     if isinstance(error, (ToolError, DataError, ValueError, FileNotFoundError)):
         print(f"error: {error}", file=sys.stderr)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgvc_jax import parallel
+from fgvc_jax.runtime import parallel
 
 #: The compute dtypes (`config.train.dtype`); parameters always stay float32.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -118,7 +118,7 @@ def restore_workdir_variables(workdir: str, config: ml_collections.ConfigDict, s
     'latest'), without the optimizer state; None when the workdir has no checkpoint."""
     from absl import logging
 
-    from fgvc_jax import checkpoints as ckpt_lib
+    from fgvc_jax.run import checkpoints as ckpt_lib
 
     ckpts = ckpt_lib.Checkpoints(workdir, keep=config.train.keep,
                                  best_metric=config.train.best_metric)
@@ -150,7 +150,7 @@ def restore_variables(checkpoint_dir: str, shapes: dict, mesh, ema: bool = False
               for k in ("params", "batch_stats") if shapes.get(k)}
     if ema:
         target["ema_params"] = target.pop("params")
-    from fgvc_jax import checkpoints as ckpt_lib
+    from fgvc_jax.run import checkpoints as ckpt_lib
 
     # issue 16: shapes checked against the checkpoint's (`method` named), digest verified
     restored = ckpt_lib.read_variables(checkpoint_dir, target, method)
@@ -164,7 +164,7 @@ def run_variables(workdir: str, mesh, which: str = "best"
     """(variables, config) of an earlier run of this library in `workdir` (its best, else
     latest, checkpoint; the EMA weights when it kept them), built from its config and
     model.json alone."""
-    from fgvc_jax import model_card, workdir as workdir_lib
+    from fgvc_jax.run import model_card, workdir as workdir_lib
 
     card = model_card.read(workdir) if os.path.isdir(workdir) else None
     saved = workdir_lib.run_config(workdir) if card is not None else None

@@ -6,8 +6,9 @@ from __future__ import annotations
 import ml_collections
 import optax
 
-from fgvc_jax import checkpoints as ckpt_lib
-from fgvc_jax import lengths, optim, parallel, state
+from fgvc_jax.run import checkpoints as ckpt_lib
+from fgvc_jax.loop import lengths, optim, state
+from fgvc_jax.runtime import parallel
 from fgvc_jax.data import datasets, splits
 
 

@@ -53,7 +53,7 @@ def read_config(workdir: str, config: ml_collections.ConfigDict | None = None
         raise ToolError(f"no {CONFIG_FILE} in workdir {os.path.abspath(workdir)}: pass the "
                         "config the run was trained with, e.g. --config "
                         "configs/<method>.py:<dataset> (with the same --config.* overrides).")
-    from fgvc_jax import workdir as workdir_lib
+    from fgvc_jax.run import workdir as workdir_lib
 
     try:  # the latest start's config (config_history/), one line if corrupt (issue 16)
         return ml_collections.ConfigDict(workdir_lib.run_config(workdir))
@@ -75,7 +75,7 @@ def check_workdir(workdir: str | None) -> str:
 def class_names_of(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     """The class names the model was trained with, from `<workdir>/model.json` (no dataset
     needed); a run older than model cards prepares its dataset to find them."""
-    from fgvc_jax import model_card
+    from fgvc_jax.run import model_card
 
     saved = model_card.read(workdir)
     if saved is not None:
@@ -88,7 +88,8 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None,
          checkpoint: str = "best") -> Trained:
     """Restore the variables of the `checkpoint` ('best', falling back to 'latest'; or
     'latest') of `workdir` (no optimizer state is read)."""
-    from fgvc_jax import parallel, state
+    from fgvc_jax.runtime import parallel
+    from fgvc_jax.loop import state
 
     workdir = check_workdir(workdir)
     config = read_config(workdir, config)
