@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv dev quickstart test bench clean
+.PHONY: venv dev quickstart test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,8 +29,17 @@ $(VENV)/aot-%/.installed: pyproject.toml | $(BIN)/python
 	  print(' '.join(t['project']['optional-dependencies']['aot-$*']))")
 	touch $@
 
-test: dev
+# The whole suite (CI): lint, then every test.
+test: dev lint
 	$(BIN)/python -m pytest -q -n 2 tests
+
+# The unit tier to run while working (<= 5 min on 2 cores): tests not marked slow/aot/integration.
+test-fast: dev lint
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not aot and not integration" tests
+
+lint: dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: dev
 	$(BIN)/python bench/backbones.py

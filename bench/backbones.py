@@ -8,6 +8,7 @@ Swin-T at 224, batch 8, fp32. Medians of repeats; compile time reported separate
 Device: JAX's default backend (CPU here; a GPU when jax[cuda] is installed: then add --bf16
 to compare bf16 JAX with torch AMP).
 """
+
 import argparse
 import json
 import os
@@ -57,6 +58,7 @@ def prepare_jax(arch: str, batch: int, size: int, bf16: bool) -> dict:
     import optax
 
     from fgvc_jax.convert import build
+
     dtype = jnp.bfloat16 if bf16 else jnp.float32
     model = build(arch, 1000, dtype=dtype, **({"drop_path_rate": 0.1} if "swin" in arch else {}))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3)), jnp.float32)
@@ -71,9 +73,17 @@ def prepare_jax(arch: str, batch: int, size: int, bf16: bool) -> dict:
 
     def train_step(params, stats, opt_state, x, y, rng):
         def loss_fn(p):
-            logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True,
-                                      mutable=["batch_stats"], rngs={"dropout": rng})
-            return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y).mean(), new
+            logits, new = model.apply(
+                {"params": p, "batch_stats": stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": rng},
+            )
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits.astype(jnp.float32), y
+            ).mean(), new
+
         (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new.get("batch_stats", stats), opt_state, loss
@@ -83,8 +93,11 @@ def prepare_jax(arch: str, batch: int, size: int, bf16: bool) -> dict:
     fwd = jax.jit(forward).lower(params, stats, x).compile()
     out["forward_compile_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(
-        params, stats, opt_state, x, y, jax.random.PRNGKey(1)).compile()
+    step = (
+        jax.jit(train_step, donate_argnums=(0, 1, 2))
+        .lower(params, stats, opt_state, x, y, jax.random.PRNGKey(1))
+        .compile()
+    )
     out["train_compile_s"] = time.perf_counter() - t0
     state = [params, stats, opt_state]  # the train step donates its inputs: always use the latest
     out["forward"] = lambda: fwd(state[0], state[1], x).block_until_ready()
@@ -93,6 +106,7 @@ def prepare_jax(arch: str, batch: int, size: int, bf16: bool) -> dict:
         p, s, o, loss = step(*state, x, y, jax.random.PRNGKey(1))
         state[:] = [p, s, o]
         loss.block_until_ready()
+
     out["train"] = run_step
     return out
 
@@ -100,19 +114,27 @@ def prepare_jax(arch: str, batch: int, size: int, bf16: bool) -> dict:
 def bench_jax(arch: str, batch: int, size: int, repeats: int, warmup: int, bf16: bool) -> dict:
     j = prepare_jax(arch, batch, size, bf16)
     t = interleaved_medians({"forward_s": j["forward"], "train_s": j["train"]}, repeats, warmup)
-    return {**t, "forward_compile_s": j["forward_compile_s"], "train_compile_s": j["train_compile_s"]}
+    return {
+        **t,
+        "forward_compile_s": j["forward_compile_s"],
+        "train_compile_s": j["train_compile_s"],
+    }
 
 
 def prepare_torch(arch: str, batch: int, size: int, amp: bool, channels_last: bool = False) -> dict:
     """Forward and train-step callables of the PyTorch reference model."""
     from fgvc_jax.convert.torch_reference import torch, torch_model
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = {"drop_path_rate": 0.1} if "swin" in arch else {}
     model = torch_model(arch, 1000, **kwargs).to(device)
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.arange(batch, device=device) % 1000
     if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+        model, x = (
+            model.to(memory_format=torch.channels_last),
+            x.to(memory_format=torch.channels_last),
+        )
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=amp)
@@ -130,6 +152,7 @@ def prepare_torch(arch: str, batch: int, size: int, amp: bool, channels_last: bo
         loss.backward()
         opt.step()
         sync()
+
     return {"forward": forward, "train": train_step}
 
 
@@ -140,26 +163,42 @@ def bench_torch(arch: str, batch: int, size: int, repeats: int, warmup: int, amp
 
 def table(args) -> None:
     import jax
+
     from fgvc_jax.convert.torch_reference import torch
-    print(f"# device: jax {jax.devices()[0].device_kind} x{jax.device_count()}, torch threads "
-          f"{torch.get_num_threads()}, batch {args.batch}, {args.size}², {'bf16/AMP' if args.bf16 else 'fp32'}, "
-          f"median of {args.repeats}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    print(f"{'model':10s} {'mode':8s} {'jax ms':>9s} {'torch ms':>9s} {'jax/torch':>9s} {'jax img/s':>10s} "
-          f"{'torch img/s':>11s} {'jax compile s':>14s}")
+
+    print(
+        f"# device: jax {jax.devices()[0].device_kind} x{jax.device_count()}, torch threads "
+        f"{torch.get_num_threads()}, batch {args.batch}, {args.size}², {'bf16/AMP' if args.bf16 else 'fp32'}, "
+        f"median of {args.repeats}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
+    print(
+        f"{'model':10s} {'mode':8s} {'jax ms':>9s} {'torch ms':>9s} {'jax/torch':>9s} {'jax img/s':>10s} "
+        f"{'torch img/s':>11s} {'jax compile s':>14s}"
+    )
     for name in args.models.split(","):
         arch = MODELS[name]
         j = prepare_jax(arch, args.batch, args.size, args.bf16)
         fns = {}
-        for side, prepared in [("jax", j), ("torch", prepare_torch(arch, args.batch, args.size, args.bf16))] + (
-                [("torch_cl", prepare_torch(arch, args.batch, args.size, args.bf16, True))]
-                if "resnet" in arch and args.channels_last else []):
+        for side, prepared in [
+            ("jax", j),
+            ("torch", prepare_torch(arch, args.batch, args.size, args.bf16)),
+        ] + (
+            [("torch_cl", prepare_torch(arch, args.batch, args.size, args.bf16, True))]
+            if "resnet" in arch and args.channels_last
+            else []
+        ):
             fns.update({(side, mode): prepared[mode] for mode in ("forward", "train")})
         med = interleaved_medians(fns, args.repeats, args.warmup)
-        for side, suffix in [("torch", "")] + ([("torch_cl", " (torch channels_last)")] if ("torch_cl", "train") in med else []):
+        for side, suffix in [("torch", "")] + (
+            [("torch_cl", " (torch channels_last)")] if ("torch_cl", "train") in med else []
+        ):
             for mode in ("forward", "train"):
                 js, ts = med[("jax", mode)], med[(side, mode)]
-                print(f"{name:10s} {mode:8s} {js * 1e3:9.1f} {ts * 1e3:9.1f} {js / ts:9.2f} {args.batch / js:10.1f} "
-                      f"{args.batch / ts:11.1f} {j[f'{mode}_compile_s']:14.1f}{suffix}", flush=True)
+                print(
+                    f"{name:10s} {mode:8s} {js * 1e3:9.1f} {ts * 1e3:9.1f} {js / ts:9.2f} {args.batch / js:10.1f} "
+                    f"{args.batch / ts:11.1f} {j[f'{mode}_compile_s']:14.1f}{suffix}",
+                    flush=True,
+                )
 
 
 SWEEP = {
@@ -178,15 +217,20 @@ def sweep(args) -> None:
     print(f"{'XLA flags':40s} {'jax train ms':>12s} {'jax/torch':>9s} {'compile s':>9s}")
     for label, flags in SWEEP.items():
         env = dict(os.environ, XLA_FLAGS=flags)
-        code = (f"import json, sys; sys.path.insert(0, {ROOT!r}); from bench.backbones import bench_jax; "
-                f"print(json.dumps(bench_jax('resnet50', {args.batch}, {args.size}, {args.repeats}, {args.warmup}, False)))")
+        code = (
+            f"import json, sys; sys.path.insert(0, {ROOT!r}); from bench.backbones import bench_jax; "
+            f"print(json.dumps(bench_jax('resnet50', {args.batch}, {args.size}, {args.repeats}, {args.warmup}, False)))"
+        )
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
         if r.returncode:
             print(f"{label + ' ' + flags:40s} failed: {r.stderr.strip().splitlines()[-1]}")
             continue
         j = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"{label + ' ' + flags:40s} {j['train_s'] * 1e3:12.1f} {j['train_s'] / t['train_s']:9.2f} "
-              f"{j['train_compile_s']:9.1f}", flush=True)
+        print(
+            f"{label + ' ' + flags:40s} {j['train_s'] * 1e3:12.1f} {j['train_s'] / t['train_s']:9.2f} "
+            f"{j['train_compile_s']:9.1f}",
+            flush=True,
+        )
 
 
 def resnet50_convs(size: int) -> list[tuple[int, int, int, int, int]]:
@@ -196,7 +240,11 @@ def resnet50_convs(size: int) -> list[tuple[int, int, int, int, int]]:
         planes = 64 * 2**i
         for j in range(n):
             s = 2 if (i > 0 and j == 0) else 1
-            shapes += [(h, cin, planes, 1, 1), (h, planes, planes, 3, s), (h // s, planes, planes * 4, 1, 1)]
+            shapes += [
+                (h, cin, planes, 1, 1),
+                (h, planes, planes, 3, s),
+                (h // s, planes, planes * 4, 1, 1),
+            ]
             if j == 0:
                 shapes.append((h, cin, planes * 4, 1, s))
             cin, h = planes * 4, h // s
@@ -218,8 +266,10 @@ def breakdown(args) -> None:
         def f(x, w):
             if as_matmul:
                 return jnp.einsum("nhwc,cd->nhwd", x[:, ::s, ::s], w[0, 0]).sum()
-            return jax.lax.conv_general_dilated(x, w, (s, s), [(k // 2, k // 2)] * 2,
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+            return jax.lax.conv_general_dilated(
+                x, w, (s, s), [(k // 2, k // 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            ).sum()
+
         g = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
         return median_time(lambda: jax.block_until_ready(g(x, w)), 3, 1)
 
@@ -231,6 +281,7 @@ def breakdown(args) -> None:
             conv.zero_grad()
             x.grad = None
             conv(x).sum().backward()
+
         return median_time(f, 3, 1)
 
     rows = {}
@@ -244,23 +295,31 @@ def breakdown(args) -> None:
             r[2] += t
     j = bench_jax("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
     t = bench_torch("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
-    print(f"ResNet-50 convolutions, forward + input grad + weight grad, batch {args.batch}, {args.size}², fp32")
+    print(
+        f"ResNet-50 convolutions, forward + input grad + weight grad, batch {args.batch}, {args.size}², fp32"
+    )
     print(f"{'':24s} {'count':>5s} {'jax ms':>9s} {'torch ms':>9s} {'jax/torch':>9s}")
     for kind, (n, jt, tt) in rows.items():
         print(f"{kind:24s} {n:5d} {jt * 1e3:9.1f} {tt * 1e3:9.1f} {jt / tt:9.2f}")
-    print(f"{'whole train step':24s} {'':5s} {j['train_s'] * 1e3:9.1f} {t['train_s'] * 1e3:9.1f} "
-          f"{j['train_s'] / t['train_s']:9.2f}")
+    print(
+        f"{'whole train step':24s} {'':5s} {j['train_s'] * 1e3:9.1f} {t['train_s'] * 1e3:9.1f} "
+        f"{j['train_s'] / t['train_s']:9.2f}"
+    )
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--models", default="resnet50,swin_t")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bf16 JAX vs torch AMP (bf16 autocast)")
-    p.add_argument("--channels_last", action="store_true", help="also torch channels_last for ResNet")
+    p.add_argument(
+        "--channels_last", action="store_true", help="also torch channels_last for ResNet"
+    )
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--breakdown", action="store_true")
     args = p.parse_args()

@@ -14,6 +14,7 @@ n/a).
     python bench/methods.py --batch 2 --repeats 3    # CPU-sized run
     python bench/methods.py --bf16 --methods swinfc,baseline_swin
 """
+
 import argparse
 import os
 import platform
@@ -40,8 +41,10 @@ NUM_CLASSES = 200  # CUB
 
 def method_config(name: str, batch: int, bf16: bool):
     import importlib.util
-    spec = importlib.util.spec_from_file_location(f"_cfg_{name}",
-                                                  os.path.join(ROOT, "configs", f"{name}.py"))
+
+    spec = importlib.util.spec_from_file_location(
+        f"_cfg_{name}", os.path.join(ROOT, "configs", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config("cub")
@@ -55,8 +58,12 @@ def method_config(name: str, batch: int, bf16: bool):
 def _planned_bytes(compiled) -> int | None:
     try:
         m = compiled.memory_analysis()
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-                   - m.alias_size_in_bytes)
+        return int(
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            + m.temp_size_in_bytes
+            - m.alias_size_in_bytes
+        )
     except Exception:
         return None
 
@@ -65,11 +72,12 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     """Compiled train step and inference of method `name` (blocking callables), compile
     seconds and memory."""
     import jax
-    import jax.numpy as jnp
 
-    from fgvc_jax.loop import optim, state as state_lib, step as step_lib
-    from fgvc_jax.runtime import parallel
     from fgvc_jax.data import preprocess
+    from fgvc_jax.loop import optim
+    from fgvc_jax.loop import state as state_lib
+    from fgvc_jax.loop import step as step_lib
+    from fgvc_jax.runtime import parallel
 
     config = method_config(name, batch, bf16)
     method = state_lib.create_method(config, NUM_CLASSES)
@@ -77,13 +85,20 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     dtype = method.dtype
     mesh = parallel.make_mesh()
     variables = state_lib.init_variables(method, (size, size, 3), config.seed, dtype)
-    tx = optim.create_optimizer(config.optim, variables["params"], method.param_groups(),
-                                total_steps=1000, steps_per_epoch=100)
+    tx = optim.create_optimizer(
+        config.optim,
+        variables["params"],
+        method.param_groups(),
+        total_steps=1000,
+        steps_per_epoch=100,
+    )
     state = state_lib.create_train_state(tx, variables, mesh)
     del variables
     rng = np.random.default_rng(0)
-    batch_host = {"image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
-                  "label": (np.arange(batch) % NUM_CLASSES).astype(np.int32)}
+    batch_host = {
+        "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+        "label": (np.arange(batch) % NUM_CLASSES).astype(np.int32),
+    }
     data = parallel.host_to_global(batch_host, mesh)
 
     step_fn = step_lib.make_train_step(method, tx, config, mesh)
@@ -109,9 +124,14 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     def run_infer():
         infer_c(box[0].variables(), data["image"]).block_until_ready()
 
-    return {"train": run_train, "forward": run_infer, "size": size,
-            "train_compile_s": train_compile, "forward_compile_s": infer_compile,
-            "planned_train_bytes": _planned_bytes(step)}
+    return {
+        "train": run_train,
+        "forward": run_infer,
+        "size": size,
+        "train_compile_s": train_compile,
+        "forward_compile_s": infer_compile,
+        "planned_train_bytes": _planned_bytes(step),
+    }
 
 
 def gpu_peaks() -> tuple[int | None, int | None]:
@@ -119,6 +139,7 @@ def gpu_peaks() -> tuple[int | None, int | None]:
     import jax
 
     from fgvc_jax.convert.torch_reference import torch
+
     jp = tp = None
     stats = jax.devices()[0].memory_stats() if jax.default_backend() == "gpu" else None
     if stats:
@@ -144,15 +165,20 @@ def main() -> None:
     import jax
 
     from fgvc_jax.convert.torch_reference import torch
+
     dev = jax.devices()[0]
-    print(f"# machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs; jax {jax.__version__} on {dev.device_kind} "
-          f"x{jax.device_count()} ({jax.default_backend()}); torch {torch.__version__} "
-          f"({'cuda' if torch.cuda.is_available() else f'cpu, {torch.get_num_threads()} threads'})"
-          f"; {'bf16 / AMP bf16' if args.bf16 else 'fp32'}; median of {args.repeats}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    head = (f"| method | res | batch | mode | JAX img/s | PyTorch img/s | JAX/PyTorch | "
-            f"JAX compile s | JAX peak GiB | PyTorch peak GiB |")
+    print(
+        f"# machine: {platform.node()} {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs; jax {jax.__version__} on {dev.device_kind} "
+        f"x{jax.device_count()} ({jax.default_backend()}); torch {torch.__version__} "
+        f"({'cuda' if torch.cuda.is_available() else f'cpu, {torch.get_num_threads()} threads'})"
+        f"; {'bf16 / AMP bf16' if args.bf16 else 'fp32'}; median of {args.repeats}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    head = (
+        "| method | res | batch | mode | JAX img/s | PyTorch img/s | JAX/PyTorch | "
+        "JAX compile s | JAX peak GiB | PyTorch peak GiB |"
+    )
     print(head)
     print("|" + "---|" * 10)
     for name in args.methods.split(","):
@@ -164,17 +190,23 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         j = prepare_jax(name, batch, args.bf16)
         t = prepare_torch(arch, batch, j["size"], args.bf16)
-        med = interleaved_medians({("jax", m): j[m] for m in ("train", "forward")} |
-                                  {("torch", m): t[m] for m in ("train", "forward")},
-                                  args.repeats, args.warmup)
+        med = interleaved_medians(
+            {("jax", m): j[m] for m in ("train", "forward")}
+            | {("torch", m): t[m] for m in ("train", "forward")},
+            args.repeats,
+            args.warmup,
+        )
         jpeak, tpeak = gpu_peaks()
         jpeak = jpeak or j["planned_train_bytes"]
         for mode in ("train", "forward"):
             js, ts = med[("jax", mode)], med[("torch", mode)]
-            print(f"| {name} | {j['size']} | {batch} | {'inference' if mode == 'forward' else mode}"
-                  f" | {batch / js:.3g} | {batch / ts:.3g} | {ts / js:.2f} | "
-                  f"{j[f'{mode}_compile_s']:.1f} | {_gib(jpeak) if mode == 'train' else ''} | "
-                  f"{_gib(tpeak) if mode == 'train' else ''} |", flush=True)
+            print(
+                f"| {name} | {j['size']} | {batch} | {'inference' if mode == 'forward' else mode}"
+                f" | {batch / js:.3g} | {batch / ts:.3g} | {ts / js:.2f} | "
+                f"{j[f'{mode}_compile_s']:.1f} | {_gib(jpeak) if mode == 'train' else ''} | "
+                f"{_gib(tpeak) if mode == 'train' else ''} |",
+                flush=True,
+            )
         del j, t
 
 

@@ -7,6 +7,7 @@ so the comparable column is GMACs = XLA GFLOPs / 2.
 
     python bench/methods_flops.py [--size full|cpu] [--classes 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,14 @@ def count(name: str, size: str, classes: int, fields: dict | None = None) -> dic
     cost = jax.jit(lambda v, x: method.network.apply(v, x, train=False)).lower(variables, x)
     cost = cost.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return dict(name=name, res=cfg.image_size, backbone=cfg.get("backbone", "-"),
-                params=params, new=params - backbone, gflops=cost["flops"] / 1e9)
+    return dict(
+        name=name,
+        res=cfg.image_size,
+        backbone=cfg.get("backbone", "-"),
+        params=params,
+        new=params - backbone,
+        gflops=cost["flops"] / 1e9,
+    )
 
 
 def main():
@@ -47,10 +54,14 @@ def main():
     p.add_argument("--size", default="full", choices=registry.SIZES)
     p.add_argument("--classes", type=int, default=200)
     args = p.parse_args()
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {args.classes} classes, batch 1, "
-          f"size={args.size}")
-    print("| method | backbone | input | params (M) | new params (M) | XLA GFLOPs | GMACs "
-          "(= XLA/2) | paper GFLOPs |")
+    print(
+        f"jax {jax.__version__}, {jax.devices()[0].platform}, {args.classes} classes, batch 1, "
+        f"size={args.size}"
+    )
+    print(
+        "| method | backbone | input | params (M) | new params (M) | XLA GFLOPs | GMACs "
+        "(= XLA/2) | paper GFLOPs |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, fields in RUNS:
         t = time.time()
@@ -58,9 +69,11 @@ def main():
             continue
         r = count(name, args.size, args.classes, fields)
         paper = PAPER_GFLOPS.get(name, "") if args.size == "full" else ""
-        print(f"| {name} | {r['backbone']} | {r['res']}² | {r['params'] / 1e6:.2f} | "
-              f"{r['new'] / 1e6:.2f} | {r['gflops']:.1f} | {r['gflops'] / 2:.1f} | {paper} |",
-              flush=True)
+        print(
+            f"| {name} | {r['backbone']} | {r['res']}² | {r['params'] / 1e6:.2f} | "
+            f"{r['new'] / 1e6:.2f} | {r['gflops']:.1f} | {r['gflops'] / 2:.1f} | {paper} |",
+            flush=True,
+        )
         del t
 
 

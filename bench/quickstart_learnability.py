@@ -12,6 +12,7 @@ learns far more slowly (issue 5's notes).
   python bench/quickstart_learnability.py --steps 600
 Prints test top-1 every 100 steps for both variants (torch, CPU; needs the torch extra).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,16 @@ from fgvc_jax.convert.torch_reference import torch  # noqa: E402  (torchvision o
 from fgvc_jax.data.builders import synthetic_fgvc as syn  # noqa: E402
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-CPU_SWIN = dict(img_size=64, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2, 2, 2),
-                num_heads=(1, 2, 4, 8), drop_path_rate=0.0, num_classes=10)  # registry._CPU_SWIN
+CPU_SWIN = dict(
+    img_size=64,
+    patch_size=4,
+    window_size=4,
+    embed_dim=32,
+    depths=(2, 2, 2, 2),
+    num_heads=(1, 2, 4, 8),
+    drop_path_rate=0.0,
+    num_classes=10,
+)  # registry._CPU_SWIN
 
 
 def split(params, name, n):
@@ -64,7 +73,8 @@ def train(data, steps: int, lr: float, seed: int = 0) -> list[str]:
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warm = 50  # the quick start's recipe: AdamW, warmup 50, cosine, clip 1, batch 32
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))
+    )
     rng, row = np.random.default_rng(seed), []
     for s in range(1, steps + 1):
         i = rng.integers(0, len(xtr), 32)
@@ -78,8 +88,12 @@ def train(data, steps: int, lr: float, seed: int = 0) -> list[str]:
         if s % 100 == 0:
             model.eval()
             with torch.no_grad():
-                pred = np.concatenate([model(to_tensor(xte[j:j + 250])).argmax(1).numpy()
-                                       for j in range(0, len(xte), 250)])
+                pred = np.concatenate(
+                    [
+                        model(to_tensor(xte[j : j + 250])).argmax(1).numpy()
+                        for j in range(0, len(xte), 250)
+                    ]
+                )
             model.train()
             row.append(f"{100 * np.mean(pred == yte):.1f}")
     return row
@@ -92,21 +106,29 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     params = syn.Params()
-    data = (*split(params, "train", params.num_classes * params.train_per_class),
-            *split(params, "test", params.num_classes * params.test_per_class))
+    data = (
+        *split(params, "train", params.num_classes * params.train_per_class),
+        *split(params, "test", params.num_classes * params.test_per_class),
+    )
     print(f"# synthetic_fgvc {syn.SyntheticFGVC.VERSION}, timm Swin {CPU_SWIN}, AdamW lr {args.lr}")
-    print("| variant | " + " | ".join(f"top-1 @{s}" for s in range(100, args.steps + 1, 100))
-          + " | s |")
+    print(
+        "| variant | "
+        + " | ".join(f"top-1 @{s}" for s in range(100, args.steps + 1, 100))
+        + " | s |"
+    )
     print("|---" * (args.steps // 100 + 2) + "|")
     rng = np.random.default_rng(1)
-    variants = (("timm Swin, patterns on the patch grid", data),
-                ("timm Swin, images shifted 0-3 px", (shifted(data[0], rng), data[1],
-                                                      shifted(data[2], rng), data[3])))
+    variants = (
+        ("timm Swin, patterns on the patch grid", data),
+        (
+            "timm Swin, images shifted 0-3 px",
+            (shifted(data[0], rng), data[1], shifted(data[2], rng), data[3]),
+        ),
+    )
     for name, variant in variants:
         t0 = time.perf_counter()
         row = train(variant, args.steps, args.lr)
-        print(f"| {name} | " + " | ".join(row) + f" | {time.perf_counter() - t0:.0f} |",
-              flush=True)
+        print(f"| {name} | " + " | ".join(row) + f" | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

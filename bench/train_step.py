@@ -5,6 +5,7 @@ method's train step at its paper batch size in bf16.
   python bench/train_step.py                      # both parts
   python bench/train_step.py --part memory --methods swinfc
 Prints a markdown table (record it in BENCHMARKS.md with the machine)."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fgvc_jax.loop import optim, state as state_lib, step as step_lib, train  # noqa: E402
+from fgvc_jax.loop import optim, train  # noqa: E402
+from fgvc_jax.loop import state as state_lib
+from fgvc_jax.loop import step as step_lib
 from fgvc_jax.runtime import parallel
 
 PAPER = ("baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc")
@@ -27,14 +30,16 @@ PAPER = ("baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc")
 
 def _config(method: str, arg: str):
     import importlib
+
     return importlib.import_module(f"configs.{method}").get_config(arg)
 
 
 def _setup(config, num_classes: int, image: int):
     method = state_lib.create_method(config, num_classes)
     shapes = state_lib.variable_shapes(method, (image, image, 3), 0, method.dtype)
-    tx = optim.create_optimizer(config.optim, shapes["params"], method.param_groups(),
-                                total_steps=1000, steps_per_epoch=100)
+    tx = optim.create_optimizer(
+        config.optim, shapes["params"], method.param_groups(), total_steps=1000, steps_per_epoch=100
+    )
     return method, tx, shapes
 
 
@@ -48,6 +53,7 @@ def overhead(method_name: str, steps: int, data_dir: str) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         train.train_and_evaluate(config, workdir)
         import json
+
         full = json.load(open(os.path.join(workdir, "eval.json")))["train_steps_per_sec"]
     mesh = parallel.make_mesh()
     s = config.method.image_size
@@ -58,8 +64,12 @@ def overhead(method_name: str, steps: int, data_dir: str) -> dict:
     r = np.random.default_rng(0)
     b = config.train.batch_size
     batch = parallel.host_to_global(
-        {"image": r.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-         "label": r.integers(0, config.data.synthetic.num_classes, (b,), dtype=np.int32)}, mesh)
+        {
+            "image": r.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
+            "label": r.integers(0, config.data.synthetic.num_classes, (b,), dtype=np.int32),
+        },
+        mesh,
+    )
     state, _ = step(state, batch)
     jax.block_until_ready(state)
     t0 = time.perf_counter()
@@ -67,8 +77,13 @@ def overhead(method_name: str, steps: int, data_dir: str) -> dict:
         state, _ = step(state, batch)
     jax.block_until_ready(state)
     bare = (steps - 1) / (time.perf_counter() - t0)
-    return {"method": method_name, "batch": b, "full": full, "bare": bare,
-            "overhead_pct": 100 * (bare / full - 1)}
+    return {
+        "method": method_name,
+        "batch": b,
+        "full": full,
+        "bare": bare,
+        "overhead_pct": 100 * (bare / full - 1),
+    }
 
 
 def memory(method_name: str, num_classes: int = 200) -> dict:
@@ -82,8 +97,10 @@ def memory(method_name: str, num_classes: int = 200) -> dict:
     dat = parallel.data_sharded(mesh)
     state = state_lib.abstract_state(tx, shapes, mesh)  # shapes, no values
     b = config.train.batch_size
-    batch = {"image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=dat),
-             "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=dat)}
+    batch = {
+        "image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=dat),
+        "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=dat),
+    }
     step = step_lib.make_train_step(method, tx, config, mesh)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -91,12 +108,23 @@ def memory(method_name: str, num_classes: int = 200) -> dict:
     m = compiled.memory_analysis()
     gib = lambda n: n / 2**30
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
-    return {"method": method_name, "image": s, "batch": b, "params_M": params / 1e6,
-            "compile_s": compile_s, "args_GiB": gib(m.argument_size_in_bytes),
-            "out_GiB": gib(m.output_size_in_bytes), "temp_GiB": gib(m.temp_size_in_bytes),
-            "alias_GiB": gib(m.alias_size_in_bytes),
-            "peak_GiB": gib(m.argument_size_in_bytes + m.output_size_in_bytes
-                            + m.temp_size_in_bytes - m.alias_size_in_bytes)}
+    return {
+        "method": method_name,
+        "image": s,
+        "batch": b,
+        "params_M": params / 1e6,
+        "compile_s": compile_s,
+        "args_GiB": gib(m.argument_size_in_bytes),
+        "out_GiB": gib(m.output_size_in_bytes),
+        "temp_GiB": gib(m.temp_size_in_bytes),
+        "alias_GiB": gib(m.alias_size_in_bytes),
+        "peak_GiB": gib(
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            + m.temp_size_in_bytes
+            - m.alias_size_in_bytes
+        ),
+    }
 
 
 def main():
@@ -112,17 +140,25 @@ def main():
         r = overhead(a.overhead_method, a.steps, a.data_dir)
         print("| method (synthetic) | batch | trainer steps/s | bare step steps/s | overhead |")
         print("|---|---|---|---|---|")
-        print(f"| {r['method']} | {r['batch']} | {r['full']:.3f} | {r['bare']:.3f} | "
-              f"{r['overhead_pct']:+.1f}% |", flush=True)
+        print(
+            f"| {r['method']} | {r['batch']} | {r['full']:.3f} | {r['bare']:.3f} | "
+            f"{r['overhead_pct']:+.1f}% |",
+            flush=True,
+        )
     if a.part in ("all", "memory"):
-        print("| method (paper size, bf16) | image | batch | params (M) | compile (s) | "
-              "arguments (GiB) | outputs (GiB) | temporaries (GiB) | peak est. (GiB) |")
+        print(
+            "| method (paper size, bf16) | image | batch | params (M) | compile (s) | "
+            "arguments (GiB) | outputs (GiB) | temporaries (GiB) | peak est. (GiB) |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for name in a.methods.split(","):
             r = memory(name)
-            print(f"| {r['method']} | {r['image']} | {r['batch']} | {r['params_M']:.1f} | "
-                  f"{r['compile_s']:.1f} | {r['args_GiB']:.2f} | {r['out_GiB']:.2f} | "
-                  f"{r['temp_GiB']:.2f} | {r['peak_GiB']:.2f} |", flush=True)
+            print(
+                f"| {r['method']} | {r['image']} | {r['batch']} | {r['params_M']:.1f} | "
+                f"{r['compile_s']:.1f} | {r['args_GiB']:.2f} | {r['out_GiB']:.2f} | "
+                f"{r['temp_GiB']:.2f} | {r['peak_GiB']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Reproduce CUB:
   python -m fgvc_jax.main --config configs/baseline_resnet.py:cub,cra_smra --workdir runs/r50c
 CPU check: python -m fgvc_jax.main --config configs/baseline_resnet.py:synthetic --workdir runs/r
 """
+
 from fgvc_jax import config as common
 
 
@@ -22,15 +23,19 @@ def get_config(arg=None):
     dataset, _, recipe_of = (arg or "").partition(",")
     if recipe_of:
         if recipe_of != "cra_smra":
-            raise ValueError(f"configs/baseline_resnet.py: unknown recipe {recipe_of!r}; valid: "
-                             "cra_smra (e.g. --config configs/baseline_resnet.py:cub,cra_smra).")
-        return common.make_config("baseline_resnet", dataset,
-                                  **common.sibling(__file__, "cra_smra").recipe(dataset))
+            raise ValueError(
+                f"configs/baseline_resnet.py: unknown recipe {recipe_of!r}; valid: "
+                "cra_smra (e.g. --config configs/baseline_resnet.py:cub,cra_smra)."
+            )
+        return common.make_config(
+            "baseline_resnet", dataset, **common.sibling(__file__, "cra_smra").recipe(dataset)
+        )
     return common.make_config(
-        "baseline_resnet", arg,
+        "baseline_resnet",
+        arg,
         data=dict(resize=512, eval_resize=512, flip=True),
-        optim=dict(name="sgd", momentum=0.9, weight_decay=5e-4,
-                   lr={"backbone": 1e-3, "new": 1e-2}),
+        optim=dict(name="sgd", momentum=0.9, weight_decay=5e-4, lr={"backbone": 1e-3, "new": 1e-2}),
         train=dict(batch_size=16, num_epochs=100.0, eval_every_epochs=5.0),
         synthetic=dict(optim=dict(lr={"backbone": 5e-2, "new": 5e-2}, warmup_steps=20)),
-        dont_load=r"^backbone/fc/")
+        dont_load=r"^backbone/fc/",
+    )

@@ -11,6 +11,7 @@ Reproduce CUB:
       --config.train.dtype=bfloat16
 CPU check: python -m fgvc_jax.main --config configs/baseline_swin.py:synthetic --workdir runs/s
 """
+
 from fgvc_jax import config as common
 
 swinfc = common.sibling(__file__, "swinfc")

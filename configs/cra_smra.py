@@ -17,6 +17,7 @@ Reproduce CUB:
 --config.train.batch_size=16 or 24.)
 CPU check: python -m fgvc_jax.main --config configs/cra_smra.py:synthetic --workdir runs/c
 """
+
 from fgvc_jax import config as common
 
 
@@ -24,11 +25,11 @@ def recipe(arg) -> dict:
     """The paper's recipe (shared by the same-recipe baseline_resnet)."""
     return dict(
         data=dict(resize=550, eval_resize=550, flip=True, train_crop="center"),
-        optim=dict(name="sgd", momentum=0.9, weight_decay=1e-5,
-                   lr={"backbone": 2e-4, "new": 6e-3}),
+        optim=dict(name="sgd", momentum=0.9, weight_decay=1e-5, lr={"backbone": 2e-4, "new": 6e-3}),
         train=dict(batch_size=20, num_epochs=200.0, eval_every_epochs=10.0),
         synthetic=dict(optim=dict(lr={"backbone": 2e-2, "new": 5e-2}, warmup_steps=20)),
-        dont_load=r"^backbone/fc/")
+        dont_load=r"^backbone/fc/",
+    )
 
 
 def get_config(arg=None):

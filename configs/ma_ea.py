@@ -11,15 +11,17 @@ Reproduce Stanford Cars:
       --config.init.pretrained=resnet50-0676ba61.pth --config.train.dtype=bfloat16
 CPU check: python -m fgvc_jax.main --config configs/ma_ea.py:synthetic --workdir runs/m
 """
+
 from fgvc_jax import config as common
 
 
 def get_config(arg=None):
     return common.make_config(
-        "ma_ea", arg,
+        "ma_ea",
+        arg,
         data=dict(resize=512, eval_resize=512, flip=True),
-        optim=dict(name="sgd", momentum=0.9, weight_decay=5e-4,
-                   lr={"backbone": 1e-3, "new": 1e-2}),
+        optim=dict(name="sgd", momentum=0.9, weight_decay=5e-4, lr={"backbone": 1e-3, "new": 1e-2}),
         train=dict(batch_size=16, num_epochs=100.0, eval_every_epochs=5.0),
         synthetic=dict(optim=dict(lr={"backbone": 3e-3, "new": 3e-3}, warmup_steps=20)),
-        dont_load=r"^backbone/fc/")
+        dont_load=r"^backbone/fc/",
+    )

@@ -18,14 +18,14 @@ Reproduce CUB (8 GPUs or one; the batch is global):
 Quick start (CPU, minutes): python -m fgvc_jax.main --config configs/swinfc.py:synthetic \\
       --workdir runs/quickstart
 """
+
 from fgvc_jax import config as common
 
 
 def recipe(arg) -> dict:
     """The paper's recipe on dataset `arg` (shared by baseline_swin, its Swin-B baseline)."""
     high_lr = arg in ("nabirds", "webfg_bird", "webfg_aircraft", "webfg_car")
-    optim = dict(name="sgd", momentum=0.9, weight_decay=5e-4,
-                 lr={"backbone": 2e-3, "new": 5e-3})
+    optim = dict(name="sgd", momentum=0.9, weight_decay=5e-4, lr={"backbone": 2e-3, "new": 5e-3})
     if high_lr:
         optim.update(lr={"backbone": 3e-2, "new": 3e-2}, warmup_steps=500, clip_norm=1.0)
     return dict(
@@ -33,10 +33,17 @@ def recipe(arg) -> dict:
         optim=optim,
         train=dict(batch_size=32, num_steps=15_000, eval_every_epochs=5.0),
         synthetic=dict(
-            optim=dict(name="adamw", weight_decay=0.05, lr={"backbone": 1e-3, "new": 1e-3},
-                       warmup_steps=50, clip_norm=1.0),
-            train=dict(num_steps=600, checkpoint_every=200)),
-        dont_load=r"^backbone/head/")
+            optim=dict(
+                name="adamw",
+                weight_decay=0.05,
+                lr={"backbone": 1e-3, "new": 1e-3},
+                warmup_steps=50,
+                clip_norm=1.0,
+            ),
+            train=dict(num_steps=600, checkpoint_every=200),
+        ),
+        dont_load=r"^backbone/head/",
+    )
 
 
 def get_config(arg=None):

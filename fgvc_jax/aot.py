@@ -11,6 +11,7 @@ collectives of the compiled program, and a roofline bound (FLOPs / the target's 
 peak). The step is built and jitted exactly as the trainer does (`step.make_train_step`);
 the dataset is never read: its class count comes from `NUM_CLASSES` (or --num_classes).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,32 +29,52 @@ _FLAGS: dict = {}
 
 def _define_flags() -> None:
     """The CLI's flags (defined when it runs, so that importing this module defines none)."""
-    _FLAGS["config"] = config_flags.DEFINE_config_file("config", None,
-                                                       "configs/<method>.py:<dataset>")
+    _FLAGS["config"] = config_flags.DEFINE_config_file(
+        "config", None, "configs/<method>.py:<dataset>"
+    )
     _FLAGS["target"] = flags.DEFINE_string(
-        "target", "h100", "h100 | h100x8 | h100x16 | tpu-<gen>:<topology> (tpu-v5e:2x2, "
-        "tpu-v5e:1x1, tpu-v5p:4x4x4, tpu-v6e:2x2, tpu-v4:2x2x1).")
-    _FLAGS["steps"] = flags.DEFINE_enum("steps", "both", ["both", "train", "eval"],
-                                        "Which steps to compile.")
+        "target",
+        "h100",
+        "h100 | h100x8 | h100x16 | tpu-<gen>:<topology> (tpu-v5e:2x2, "
+        "tpu-v5e:1x1, tpu-v5p:4x4x4, tpu-v6e:2x2, tpu-v4:2x2x1).",
+    )
+    _FLAGS["steps"] = flags.DEFINE_enum(
+        "steps", "both", ["both", "train", "eval"], "Which steps to compile."
+    )
     _FLAGS["num_classes"] = flags.DEFINE_integer(
-        "num_classes", 0, "Classes of the dataset (default: the known count of "
-        "config.data.name; required for 'folder').")
-    _FLAGS["strict"] = flags.DEFINE_boolean("strict", False,
-                                            "GPU: never retry with Triton GEMM off.")
-    _FLAGS["json"] = flags.DEFINE_boolean("json", False,
-                                          "Print one JSON object instead of the report.")
+        "num_classes",
+        0,
+        "Classes of the dataset (default: the known count of "
+        "config.data.name; required for 'folder').",
+    )
+    _FLAGS["strict"] = flags.DEFINE_boolean(
+        "strict", False, "GPU: never retry with Triton GEMM off."
+    )
+    _FLAGS["json"] = flags.DEFINE_boolean(
+        "json", False, "Print one JSON object instead of the report."
+    )
     flags.mark_flags_as_required(["config"])
 
 
 #: Classes of each dataset (train split and test split share them); 'fgvc_aircraft' per
 #: config.data.label_level (FGVC-Aircraft 2013b: 100 variants, 70 families, 30 makers).
-NUM_CLASSES = {"cub": 200, "stanford_dogs": 120, "stanford_cars": 196, "nabirds": 555,
-               "webfg_bird": 200, "webfg_aircraft": 100, "webfg_car": 196}
+NUM_CLASSES = {
+    "cub": 200,
+    "stanford_dogs": 120,
+    "stanford_cars": 196,
+    "nabirds": 555,
+    "webfg_bird": 200,
+    "webfg_aircraft": 100,
+    "webfg_car": 196,
+}
 AIRCRAFT_CLASSES = {"variant": 100, "family": 70, "manufacturer": 30}
 
 #: GPU targets: (target config file, topology "partitions x hosts x GPUs per host").
-GPU_TARGETS = {"h100": ("h100_sxm.txtpb", "1x1x1"), "h100x8": ("h100_sxm.txtpb", "1x1x8"),
-               "h100x16": ("h100_sxm.txtpb", "1x2x8")}
+GPU_TARGETS = {
+    "h100": ("h100_sxm.txtpb", "1x1x1"),
+    "h100x8": ("h100_sxm.txtpb", "1x1x8"),
+    "h100x16": ("h100_sxm.txtpb", "1x2x8"),
+}
 #: Dense (no sparsity) bf16 matrix peak per device, TFLOP/s. H100 SXM: NVIDIA's H100 datasheet
 #: (989.4 with sparsity off). TPU per chip: Google Cloud TPU docs, "TPU v4 / v5e / v5p /
 #: Trillium (v6e)" system-architecture pages.
@@ -61,13 +82,12 @@ PEAK_BF16_TFLOPS = {"h100": 989.0, "v4": 275.0, "v5e": 197.0, "v5p": 459.0, "v6e
 #: Where the aot-gpu / aot-tpu wheels live when `make dev` installs them beside the venv's
 #: site-packages (kept off the default path: an installed CUDA plugin or libtpu makes every
 #: CPU-only `import jax` print its failed initialisation).
-SIDE_DIRS = {"gpu": os.path.join(sys.prefix, "aot-gpu"),
-             "tpu": os.path.join(sys.prefix, "aot-tpu")}
+SIDE_DIRS = {"gpu": os.path.join(sys.prefix, "aot-gpu"), "tpu": os.path.join(sys.prefix, "aot-tpu")}
 _TILE_ERROR = "Couldn't find output tile sizes"
 _COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 _COLLECTIVE_OP = re.compile(r"\b(" + "|".join(_COLLECTIVES) + r")(?:-start)?\(")
 _CHANNEL = re.compile(r"\bchannel_id=(\d+)")
-GIB = 2.0 ** 30
+GIB = 2.0**30
 
 
 def _fail(message: str) -> None:
@@ -79,12 +99,17 @@ def parse_target(name: str) -> dict:
     """{'kind': 'gpu'|'tpu', 'peak': TFLOP/s per device, ...} of a --target name."""
     if name in GPU_TARGETS:
         file, topology = GPU_TARGETS[name]
-        return dict(kind="gpu", name=name, file=file, topology=topology,
-                    peak=PEAK_BF16_TFLOPS["h100"])
+        return dict(
+            kind="gpu", name=name, file=file, topology=topology, peak=PEAK_BF16_TFLOPS["h100"]
+        )
     m = re.fullmatch(r"tpu-(v\d+[a-z]?):(\d+(?:x\d+){1,2})", name)
     if m and m.group(1) in PEAK_BF16_TFLOPS:
-        return dict(kind="tpu", name=name, topology=f"{m.group(1)}:{m.group(2)}",
-                    peak=PEAK_BF16_TFLOPS[m.group(1)])
+        return dict(
+            kind="tpu",
+            name=name,
+            topology=f"{m.group(1)}:{m.group(2)}",
+            peak=PEAK_BF16_TFLOPS[m.group(1)],
+        )
     tpus = ", ".join(f"tpu-{g}:<topology>" for g in PEAK_BF16_TFLOPS if g != "h100")
     raise ValueError(f"--target={name!r}; valid: {', '.join(GPU_TARGETS)}, {tpus}")
 
@@ -92,9 +117,14 @@ def parse_target(name: str) -> dict:
 def prepare_environment(argv: list[str]) -> None:
     """Before jax is imported: CPU as the runtime platform (the target is only compiled for),
     and for a GPU target the CUDA plugin found without a CUDA driver."""
-    name = next((a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
-                 for i, a in enumerate(argv) if a == "--target" or a.startswith("--target=")),
-                "h100")
+    name = next(
+        (
+            a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
+            for i, a in enumerate(argv)
+            if a == "--target" or a.startswith("--target=")
+        ),
+        "h100",
+    )
     try:
         kind = parse_target(name)["kind"]
     except ValueError as e:
@@ -106,8 +136,7 @@ def prepare_environment(argv: list[str]) -> None:
     if kind == "gpu":
         os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
         if importlib.util.find_spec("jax_cuda12_plugin") is None:
-            _fail(f"--target={name} needs the CUDA 12 compiler plugin: "
-                  "pip install -e .[aot-gpu]")
+            _fail(f"--target={name} needs the CUDA 12 compiler plugin: pip install -e .[aot-gpu]")
     else:
         if importlib.util.find_spec("libtpu") is None:
             _fail(f"--target={name} needs libtpu: pip install -e .[aot-tpu]")
@@ -125,8 +154,10 @@ def num_classes_of(data_config, override: int = 0) -> int:
     if name == "fgvc_aircraft":
         return AIRCRAFT_CLASSES[data_config.label_level]
     if name not in NUM_CLASSES:
-        raise ValueError(f"config.data.name={name!r}: its class count is unknown before the "
-                         "dataset is prepared; pass --num_classes")
+        raise ValueError(
+            f"config.data.name={name!r}: its class count is unknown before the "
+            "dataset is prepared; pass --num_classes"
+        )
     return NUM_CLASSES[name]
 
 
@@ -137,8 +168,9 @@ def target_devices(target: dict) -> list:
     if target["kind"] == "gpu":
         path = os.path.join(os.path.dirname(__file__), "targets", target["file"])
         with open(path) as f:
-            topo = topologies.get_topology_desc(platform="cuda", target_config=f.read(),
-                                                topology=target["topology"])
+            topo = topologies.get_topology_desc(
+                platform="cuda", target_config=f.read(), topology=target["topology"]
+            )
     else:
         dims = [int(d) for d in target["topology"].split(":")[1].split("x")]
         kw = {}
@@ -158,34 +190,45 @@ def _steps(config, mesh, num_classes: int):
     import jax
     import jax.numpy as jnp
 
+    from fgvc_jax.data import cache
     from fgvc_jax.loop import lengths, optim, state, step
     from fgvc_jax.runtime import parallel
-    from fgvc_jax.data import cache
 
     method = state.create_method(config, num_classes)
     crop = int(config.data.crop)
     train_size = int(config.data.resize) if cache.applies(config.data) else crop
-    shapes = state.variable_shapes(method, (crop, crop, 3), config.seed,
-                                   state.compute_dtype(config))
+    shapes = state.variable_shapes(
+        method, (crop, crop, 3), config.seed, state.compute_dtype(config)
+    )
     per_epoch = 100
     tx = optim.create_optimizer(
-        config.optim, shapes["params"], method.param_groups(),
+        config.optim,
+        shapes["params"],
+        method.param_groups(),
         total_steps=max(lengths.steps("num", config.train, per_epoch, round_up=True), 1),
-        steps_per_epoch=per_epoch)
+        steps_per_epoch=per_epoch,
+    )
     dat = parallel.data_sharded(mesh)
 
     def batch(n, size, **extra):
-        b = {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.uint8, sharding=dat),
-             "label": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=dat)}
+        b = {
+            "image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.uint8, sharding=dat),
+            "label": jax.ShapeDtypeStruct((n,), jnp.int32, sharding=dat),
+        }
         return b | {k: jax.ShapeDtypeStruct((n,), v, sharding=dat) for k, v in extra.items()}
 
     train_state = state.abstract_state(tx, shapes, mesh)
     eval_n = config.train.get("eval_batch_size", 0) or config.train.batch_size
-    return {"train": (step.make_train_step(method, tx, config, mesh),
-                      (train_state, batch(config.train.batch_size, train_size))),
-            "eval": (step.make_eval_step(method, mesh),
-                     (train_state.variables(), batch(eval_n, int(config.data.eval_crop),
-                                                     mask=jnp.bool_)))}
+    return {
+        "train": (
+            step.make_train_step(method, tx, config, mesh),
+            (train_state, batch(config.train.batch_size, train_size)),
+        ),
+        "eval": (
+            step.make_eval_step(method, mesh),
+            (train_state.variables(), batch(eval_n, int(config.data.eval_crop), mask=jnp.bool_)),
+        ),
+    }
 
 
 def hlo_flops(lowered) -> float:
@@ -216,11 +259,16 @@ def memory(compiled) -> dict[str, float]:
     """XLA's memory analysis of one device, GiB; peak = arguments + outputs + temporaries
     + code - aliased (donated buffers counted once)."""
     m = compiled.memory_analysis()
-    out = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
-           "temporaries": m.temp_size_in_bytes, "aliased": m.alias_size_in_bytes,
-           "code": m.generated_code_size_in_bytes}
-    out["peak"] = (out["arguments"] + out["outputs"] + out["temporaries"] + out["code"]
-                   - out["aliased"])
+    out = {
+        "arguments": m.argument_size_in_bytes,
+        "outputs": m.output_size_in_bytes,
+        "temporaries": m.temp_size_in_bytes,
+        "aliased": m.alias_size_in_bytes,
+        "code": m.generated_code_size_in_bytes,
+    }
+    out["peak"] = (
+        out["arguments"] + out["outputs"] + out["temporaries"] + out["code"] - out["aliased"]
+    )
     return {k: v / GIB for k, v in out.items()}
 
 
@@ -243,19 +291,28 @@ def compile_step(fn, args, target: dict, strict: bool) -> dict:
             raise DoesNotFit(str(e).split("RESOURCE_EXHAUSTED: ")[-1].splitlines()[0]) from e
         if target["kind"] != "gpu" or strict or _TILE_ERROR not in str(e):
             raise
-        note = (f"Triton GEMM turned off (--xla_gpu_enable_triton_gemm=false): deviceless, "
-                f"it failed with \"{_TILE_ERROR}\" after {time.perf_counter() - start:.1f} s "
-                "(a device's autotuner picks the tiles)")
+        note = (
+            f"Triton GEMM turned off (--xla_gpu_enable_triton_gemm=false): deviceless, "
+            f'it failed with "{_TILE_ERROR}" after {time.perf_counter() - start:.1f} s '
+            "(a device's autotuner picks the tiles)"
+        )
         start = time.perf_counter()  # the compile time reported is the one that succeeded
         compiled = lowered.compile(compiler_options={"xla_gpu_enable_triton_gemm": False})
     compile_s = time.perf_counter() - start
-    return {"lower_s": lower_s, "compile_s": compile_s, "memory_gib": memory(compiled),
-            "flops": hlo_flops(lowered), "collectives": collectives(compiled.as_text()),
-            "triton_gemm": "off" if note else "default", "note": note}
+    return {
+        "lower_s": lower_s,
+        "compile_s": compile_s,
+        "memory_gib": memory(compiled),
+        "flops": hlo_flops(lowered),
+        "collectives": collectives(compiled.as_text()),
+        "triton_gemm": "off" if note else "default",
+        "note": note,
+    }
 
 
-def analyse(config, target: dict, num_classes: int, which=("train", "eval"),
-            strict: bool = False) -> dict:
+def analyse(
+    config, target: dict, num_classes: int, which=("train", "eval"), strict: bool = False
+) -> dict:
     """The report of `config` compiled for `target` (see the module docstring)."""
     from fgvc_jax.runtime import parallel
 
@@ -264,28 +321,49 @@ def analyse(config, target: dict, num_classes: int, which=("train", "eval"),
     n = len(devices)
     batch = int(config.train.batch_size)
     if batch % n:
-        raise ValueError(f"config.train.batch_size={batch} must be a multiple of the "
-                         f"{n} devices of --target={target['name']}")
+        raise ValueError(
+            f"config.train.batch_size={batch} must be a multiple of the "
+            f"{n} devices of --target={target['name']}"
+        )
     steps = _steps(config, mesh, num_classes)
-    report = {"target": target["name"], "device": devices[0].device_kind, "devices": n,
-              "method": config.method.name, "dataset": config.data.name,
-              "batch_size": batch, "image_size": int(config.data.crop),
-              "dtype": config.train.dtype, "num_classes": num_classes,
-              "peak_bf16_tflops_per_device": target["peak"], "steps": {}}
+    report = {
+        "target": target["name"],
+        "device": devices[0].device_kind,
+        "devices": n,
+        "method": config.method.name,
+        "dataset": config.data.name,
+        "batch_size": batch,
+        "image_size": int(config.data.crop),
+        "dtype": config.train.dtype,
+        "num_classes": num_classes,
+        "peak_bf16_tflops_per_device": target["peak"],
+        "steps": {},
+    }
     for name in which:
         fn, args = steps[name]
         try:
             report["steps"][name] = compile_step(fn, args, target, strict)
         except DoesNotFit as e:
-            raise DoesNotFit(f"the {name} step at global batch {batch} does not fit on "
-                             f"{target['name']}: {e} Lower --config.train.batch_size or use "
-                             "more devices.") from None
+            raise DoesNotFit(
+                f"the {name} step at global batch {batch} does not fit on "
+                f"{target['name']}: {e} Lower --config.train.batch_size or use "
+                "more devices."
+            ) from None
     k = int(config.optim.accumulate)
     if k > 1 and "train" in report["steps"]:  # HloCostAnalysis costs a while body once
         s = report["steps"]["train"]
-        s["note"] = "; ".join(filter(None, [s["note"], (
-            f"optim.accumulate={k}: the micro-batch loop's FLOPs are counted once, so the "
-            f"FLOPs are ~{k}x too low and the roofline ~{k}x too high")]))
+        s["note"] = "; ".join(
+            filter(
+                None,
+                [
+                    s["note"],
+                    (
+                        f"optim.accumulate={k}: the micro-batch loop's FLOPs are counted once, so the "
+                        f"FLOPs are ~{k}x too low and the roofline ~{k}x too high"
+                    ),
+                ],
+            )
+        )
     if "train" in report["steps"]:
         flops = report["steps"]["train"]["flops"]
         report["train_gflops_per_image"] = flops / batch / 1e9
@@ -294,26 +372,31 @@ def analyse(config, target: dict, num_classes: int, which=("train", "eval"),
 
 
 def format_report(r: dict) -> str:
-    lines = [f"{r['method']} on {r['dataset']} ({r['num_classes']} classes): batch "
-             f"{r['batch_size']} (global), {r['image_size']}px, {r['dtype']}; target "
-             f"{r['target']}: {r['devices']} x {r['device']}"]
+    lines = [
+        f"{r['method']} on {r['dataset']} ({r['num_classes']} classes): batch "
+        f"{r['batch_size']} (global), {r['image_size']}px, {r['dtype']}; target "
+        f"{r['target']}: {r['devices']} x {r['device']}"
+    ]
     for name, s in r["steps"].items():
         m = s["memory_gib"]
-        lines += [f"{name} step: lowered in {s['lower_s']:.1f} s, compiled in "
-                  f"{s['compile_s']:.1f} s",
-                  f"  memory per device: arguments {m['arguments']:.2f} GiB, outputs "
-                  f"{m['outputs']:.2f} GiB, temporaries {m['temporaries']:.2f} GiB, aliased "
-                  f"{m['aliased']:.2f} GiB",
-                  f"  peak {m['peak']:.2f} GiB per device",
-                  f"  {s['flops'] / 1e12:.3f} TFLOP per step (all devices)",
-                  "  collectives: " + (", ".join(f"{k} x{v}" for k, v in s["collectives"].items())
-                                       or "none")]
+        lines += [
+            f"{name} step: lowered in {s['lower_s']:.1f} s, compiled in {s['compile_s']:.1f} s",
+            f"  memory per device: arguments {m['arguments']:.2f} GiB, outputs "
+            f"{m['outputs']:.2f} GiB, temporaries {m['temporaries']:.2f} GiB, aliased "
+            f"{m['aliased']:.2f} GiB",
+            f"  peak {m['peak']:.2f} GiB per device",
+            f"  {s['flops'] / 1e12:.3f} TFLOP per step (all devices)",
+            "  collectives: "
+            + (", ".join(f"{k} x{v}" for k, v in s["collectives"].items()) or "none"),
+        ]
         if s["note"]:
             lines.append(f"  note: {s['note']}")
     if "roofline_images_per_s" in r:
-        lines.append(f"train: {r['train_gflops_per_image']:.1f} GFLOP per image; roofline at "
-                     f"{r['peak_bf16_tflops_per_device']:g} TFLOP/s dense bf16 per device: "
-                     f"at most {r['roofline_images_per_s']:.0f} images/s")
+        lines.append(
+            f"train: {r['train_gflops_per_image']:.1f} GFLOP per image; roofline at "
+            f"{r['peak_bf16_tflops_per_device']:g} TFLOP/s dense bf16 per device: "
+            f"at most {r['roofline_images_per_s']:.0f} images/s"
+        )
     return "\n".join(lines)
 
 
@@ -325,8 +408,9 @@ def main(argv):
     try:
         target = parse_target(f["target"])
         which = ("train", "eval") if f["steps"] == "both" else (f["steps"],)
-        report = analyse(config, target, num_classes_of(config.data, f["num_classes"]),
-                         which, f["strict"])
+        report = analyse(
+            config, target, num_classes_of(config.data, f["num_classes"]), which, f["strict"]
+        )
     except ValueError as e:
         _fail(str(e))
     print(json.dumps(report) if f["json"] else format_report(report))

@@ -21,6 +21,7 @@ statistics as max |ref| and the relative difference (max abs diff / max |ref|).
 --dtype bfloat16: the drift of our bfloat16 compute against the float32 twin; nothing fails.
 
 Exits 1 when a row fails. Needs torch, torchvision and timm (`pip install -e .[torch]`)."""
+
 from __future__ import annotations
 
 import sys
@@ -30,15 +31,26 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<method>.py:<dataset>")
-flags.DEFINE_enum("dtype", "float32", ["float32", "float64", "bfloat16"],
-                  "our compute dtype (float64: the twin's too)")
-flags.DEFINE_bool("train", False, "training mode (batch statistics, SMRAM/FSM active, dropout "
-                  "and stochastic depth off on both sides)")
+flags.DEFINE_enum(
+    "dtype",
+    "float32",
+    ["float32", "float64", "bfloat16"],
+    "our compute dtype (float64: the twin's too)",
+)
+flags.DEFINE_bool(
+    "train",
+    False,
+    "training mode (batch statistics, SMRAM/FSM active, dropout "
+    "and stochastic depth off on both sides)",
+)
 flags.DEFINE_integer("batch", 0, "batch size (0: 4 at the CPU size, 2 at the paper's)")
 flags.DEFINE_integer("num_classes", 0, "classes (0: 10 at the CPU size, 200 at the paper's)")
 flags.DEFINE_integer("seed", 0, "seed of the weights and the batch")
-flags.DEFINE_float("tolerance", None, "largest relative difference that passes (default 1e-4; "
-                   "1e-10 with --dtype float64)")
+flags.DEFINE_float(
+    "tolerance",
+    None,
+    "largest relative difference that passes (default 1e-4; 1e-10 with --dtype float64)",
+)
 
 
 def main(argv):
@@ -60,25 +72,28 @@ def main(argv):
     ours, twin = pair.outputs(FLAGS.seed, twin_dtype)
     rows = parity.compare(ours, twin)
     mode = "train" if FLAGS.train else "eval"
-    print(f"{config.method.name} ({config.method.get('backbone', '-')}, "
-          f"{config.method.image_size} px, batch {batch}, {classes} classes, {mode} mode): "
-          f"ours {FLAGS.dtype} vs PyTorch twin {twin_dtype}")
+    print(
+        f"{config.method.name} ({config.method.get('backbone', '-')}, "
+        f"{config.method.image_size} px, batch {batch}, {classes} classes, {mode} mode): "
+        f"ours {FLAGS.dtype} vs PyTorch twin {twin_dtype}"
+    )
     for note in pair.notes:
         print(f"note: {note}")
     if FLAGS.dtype == "float32":
         _, exact = pair.outputs(FLAGS.seed, "float64")
         ours_err, torch_err = parity.compare(ours, exact), parity.compare(twin, exact)
         print(parity.table(rows, {"ours vs f64": ours_err, "PyTorch f32 vs f64": torch_err}))
-        failed = [o.name for o, t in zip(ours_err, torch_err)
-                  if o.rel > max(tolerance, 2 * t.rel)]
+        failed = [o.name for o, t in zip(ours_err, torch_err) if o.rel > max(tolerance, 2 * t.rel)]
     else:
         print(parity.table(rows))
         failed = [r.name for r in rows if r.rel > tolerance] if FLAGS.dtype == "float64" else []
     worst = max(rows, key=lambda r: r.rel)
     print(f"largest relative difference: {worst.rel:.2e} ({worst.name})")
     if failed:
-        print(f"FAIL: {', '.join(failed)} above {tolerance:g}"
-              + (" and twice PyTorch's own float32 error" if FLAGS.dtype == "float32" else ""))
+        print(
+            f"FAIL: {', '.join(failed)} above {tolerance:g}"
+            + (" and twice PyTorch's own float32 error" if FLAGS.dtype == "float32" else "")
+        )
         sys.exit(1)
 
 

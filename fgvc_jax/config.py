@@ -6,6 +6,7 @@ A method's file (`configs/<method>.py`, the user-facing path) calls
 `make_config(method, arg, recipe)` with its paper's recipe; `arg` is a dataset name or
 `synthetic` (the CPU-sized model on `synthetic_fgvc`, minutes on a laptop).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,15 +18,19 @@ from fgvc_jax import data as data_lib
 from fgvc_jax.methods import registry
 
 # Config argument → data.NAMES entry. `synthetic` also picks the method's CPU size.
-DATASETS = {"synthetic": "synthetic_fgvc",
-            **{n: n for n in data_lib.NAMES if n != "synthetic_fgvc"}}
+DATASETS = {
+    "synthetic": "synthetic_fgvc",
+    **{n: n for n in data_lib.NAMES if n != "synthetic_fgvc"},
+}
 
 
 def dataset_name(arg: str | None, method: str) -> str:
     """The data name of a config argument, or one clear error listing the valid ones."""
     if arg not in DATASETS:
-        raise ValueError(f"configs/{method}.py: unknown dataset {arg!r}; valid: "
-                         f"{', '.join(DATASETS)} (e.g. --config configs/{method}.py:cub).")
+        raise ValueError(
+            f"configs/{method}.py: unknown dataset {arg!r}; valid: "
+            f"{', '.join(DATASETS)} (e.g. --config configs/{method}.py:cub)."
+        )
     return DATASETS[arg]
 
 
@@ -41,41 +46,69 @@ def sibling(config_file: str, name: str):
 
 def optim_config(**overrides) -> ml_collections.ConfigDict:
     """Optimizer defaults: SGD momentum 0.9 (PyTorch semantics), cosine, no warmup."""
-    c = dict(name="sgd", momentum=0.9, nesterov=False, b1=0.9, b2=0.999, eps=1e-8,
-             weight_decay=5e-4,
-             wd_mask=r".*",        # regex of parameter paths that get weight decay
-             lr={"backbone": 1e-3, "new": 1e-2},  # peak lr per Method.param_groups() group
-             schedule="cosine", end_factor=0.0, warmup_steps=0, warmup_epochs=0.0,
-             clip_norm=0.0,        # global-norm clipping; 0 = off
-             accumulate=1)         # micro-batches per step (paper batch on fewer devices)
+    c = dict(
+        name="sgd",
+        momentum=0.9,
+        nesterov=False,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=5e-4,
+        wd_mask=r".*",  # regex of parameter paths that get weight decay
+        lr={"backbone": 1e-3, "new": 1e-2},  # peak lr per Method.param_groups() group
+        schedule="cosine",
+        end_factor=0.0,
+        warmup_steps=0,
+        warmup_epochs=0.0,
+        clip_norm=0.0,  # global-norm clipping; 0 = off
+        accumulate=1,
+    )  # micro-batches per step (paper batch on fewer devices)
     c.update(overrides)
     return ml_collections.ConfigDict(c)
 
 
 def train_config(**overrides) -> ml_collections.ConfigDict:
-    c = dict(batch_size=32,        # global batch over all devices of all processes
-             eval_batch_size=0,    # 0 = batch_size
-             num_epochs=100.0,
-             num_steps=0,          # > 0 overrides num_epochs
-             eval_every_epochs=10.0,
-             eval_every_steps=0,   # > 0 overrides eval_every_epochs
-             log_every=50, checkpoint_every=1000, keep=3,
-             dtype="float32",      # compute dtype: float32 | bfloat16 (params stay float32)
-             ema_decay=0.0,        # EMA of the weights (e.g. 0.9998); 0 = off. Evaluated
-                                   # as 'ema/...' next to the raw weights; the tools use it
-             best_metric="top1/combined")
+    c = dict(
+        batch_size=32,  # global batch over all devices of all processes
+        eval_batch_size=0,  # 0 = batch_size
+        num_epochs=100.0,
+        num_steps=0,  # > 0 overrides num_epochs
+        eval_every_epochs=10.0,
+        eval_every_steps=0,  # > 0 overrides eval_every_epochs
+        log_every=50,
+        checkpoint_every=1000,
+        keep=3,
+        dtype="float32",  # compute dtype: float32 | bfloat16 (params stay float32)
+        ema_decay=0.0,  # EMA of the weights (e.g. 0.9998); 0 = off. Evaluated
+        # as 'ema/...' next to the raw weights; the tools use it
+        best_metric="top1/combined",
+    )
     c.update(overrides)
     return ml_collections.ConfigDict(c)
 
 
 #: The `synthetic` run's length and logging (overridable per method by `synthetic['train']`).
-SYNTHETIC_TRAIN = dict(batch_size=32, num_steps=300, eval_every_steps=0, eval_every_epochs=0.0,
-                       log_every=25, checkpoint_every=100)
+SYNTHETIC_TRAIN = dict(
+    batch_size=32,
+    num_steps=300,
+    eval_every_steps=0,
+    eval_every_epochs=0.0,
+    log_every=25,
+    checkpoint_every=100,
+)
 
 
-def make_config(method: str, arg: str | None, *, data: dict, optim: dict, train: dict,
-                synthetic: dict | None = None, method_fields: dict | None = None,
-                dont_load: str = "") -> ml_collections.ConfigDict:
+def make_config(
+    method: str,
+    arg: str | None,
+    *,
+    data: dict,
+    optim: dict,
+    train: dict,
+    synthetic: dict | None = None,
+    method_fields: dict | None = None,
+    dont_load: str = "",
+) -> ml_collections.ConfigDict:
     """The full config of `method` on dataset `arg` with the given recipe.
 
     `data`/`optim`/`train`: the paper's recipe (overrides of the defaults above);
@@ -97,10 +130,13 @@ def make_config(method: str, arg: str | None, *, data: dict, optim: dict, train:
         config.data.eval_crop = config.method.get_ref("image_size")
     config.optim = optim_config(**optim)
     config.train = train_config(**train)
-    config.init = ml_collections.ConfigDict(dict(
-        pretrained="",             # .pth / .safetensors / converted orbax dir; "" = from scratch
-        from_workdir="",           # an earlier run of this library: start from its weights
-        dont_load=dont_load))      # regex of paths not to load (e.g. '^backbone/fc/'; with
+    config.init = ml_collections.ConfigDict(
+        dict(
+            pretrained="",  # .pth / .safetensors / converted orbax dir; "" = from scratch
+            from_workdir="",  # an earlier run of this library: start from its weights
+            dont_load=dont_load,
+        )
+    )  # regex of paths not to load (e.g. '^backbone/fc/'; with
     # from_workdir, '^(?!backbone/)' loads the backbone only, 'head' all but the heads)
     if cpu:
         config.train.update(SYNTHETIC_TRAIN)

@@ -9,6 +9,7 @@ Flip TTA averages the two views' softmaxes per head, and the two views' combined
 (`Method.predict`) for 'combined'. Single-view numbers are computed exactly as the trainer's
 evaluation (`step.eval_step`: top-k of each head's logits and of the combined prediction).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,6 @@ def make_topk_fn(trained: Trained, mesh, flip: bool, k: int = 5):
     """Jitted (variables, uint8 images) → {'single/<name>': top-k indices (B, k), and with
     `flip` 'flip/<name>'} for every head and 'combined'."""
     import jax
-    import jax.numpy as jnp
 
     from fgvc_jax.runtime import parallel
 
@@ -87,8 +87,9 @@ def topk_metrics(tops: dict[str, np.ndarray], view: str) -> dict[str, float]:
         hit = top == labels[:, None]
         out[f"top1/{name}"] = 100.0 * float(hit[:, 0].mean())
         out[f"top5/{name}"] = 100.0 * float(hit.any(-1).mean())
-        out[f"mean_class/{name}"] = 100.0 * float(np.mean(
-            [hit[labels == c, 0].mean() for c in present]))
+        out[f"mean_class/{name}"] = 100.0 * float(
+            np.mean([hit[labels == c, 0].mean() for c in present])
+        )
     return out
 
 
@@ -110,9 +111,14 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
 
 def per_class(cm: np.ndarray, names: list[str]) -> list[dict]:
     counts = cm.sum(1)
-    return [{"class": names[i], "count": int(counts[i]),
-             "top1": (100.0 * float(cm[i, i]) / counts[i]) if counts[i] else None}
-            for i in range(len(names))]
+    return [
+        {
+            "class": names[i],
+            "count": int(counts[i]),
+            "top1": (100.0 * float(cm[i, i]) / counts[i]) if counts[i] else None,
+        }
+        for i in range(len(names))
+    ]
 
 
 def most_confused(cm: np.ndarray, names: list[str], n: int = 10) -> list[dict]:
@@ -124,14 +130,21 @@ def most_confused(cm: np.ndarray, names: list[str], n: int = 10) -> list[dict]:
     for t, p in zip(*np.unravel_index(flat, off.shape)):
         if off[t, p] == 0:
             break
-        out.append({"true": names[t], "predicted": names[p], "count": int(off[t, p]),
-                    "fraction_of_true": float(off[t, p]) / max(int(cm[t].sum()), 1)})
+        out.append(
+            {
+                "true": names[t],
+                "predicted": names[p],
+                "count": int(off[t, p]),
+                "fraction_of_true": float(off[t, p]) / max(int(cm[t].sum()), 1),
+            }
+        )
     return out
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: str, title: str) -> None:
     """Row-normalised confusion matrix as a PNG (class names on the axes up to 40 classes)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -160,14 +173,19 @@ def folder_batches(trained: Trained, root: str, batch_size: int):
     if not os.path.isdir(root):
         raise ToolError(f"--images {root}: no such folder (expected <class name>/*.jpg in it).")
     index = {n: i for i, n in enumerate(trained.class_names)}
-    folders = sorted(d for d in os.listdir(root)
-                     if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    folders = sorted(
+        d
+        for d in os.listdir(root)
+        if os.path.isdir(os.path.join(root, d)) and not d.startswith(".")
+    )
     unknown = [d for d in folders if d not in index]
     if unknown or not folders:
-        raise ToolError(f"--images {root}: sub-folders must be class names of the model; "
-                        f"{'unknown: ' + ', '.join(unknown) if unknown else 'none found'} "
-                        f"(classes: {', '.join(trained.class_names[:10])}"
-                        f"{', ...' if len(index) > 10 else ''}).")
+        raise ToolError(
+            f"--images {root}: sub-folders must be class names of the model; "
+            f"{'unknown: ' + ', '.join(unknown) if unknown else 'none found'} "
+            f"(classes: {', '.join(trained.class_names[:10])}"
+            f"{', ...' if len(index) > 10 else ''})."
+        )
     paths, labels = [], []
     for d in folders:
         files = image_files.expand_paths([os.path.join(root, d)])
@@ -179,13 +197,20 @@ def folder_batches(trained: Trained, root: str, batch_size: int):
         n = min(batch_size, len(images) - start)
         image = np.zeros((batch_size,) + images.shape[1:], np.uint8)
         label = np.zeros((batch_size,), np.int32)
-        image[:n], label[:n] = images[start:start + n], labels[start:start + n]
+        image[:n], label[:n] = images[start : start + n], labels[start : start + n]
         yield {"image": image, "label": label, "mask": np.arange(batch_size) < n}
 
 
-def evaluate(trained: Trained, *, split: str | None = None, batch_size: int | None = None,
-             flip: bool = True, out_dir: str | None = None, top_confused: int = 10,
-             images: str | None = None) -> dict:
+def evaluate(
+    trained: Trained,
+    *,
+    split: str | None = None,
+    batch_size: int | None = None,
+    flip: bool = True,
+    out_dir: str | None = None,
+    top_confused: int = 10,
+    images: str | None = None,
+) -> dict:
     """Evaluate `trained` on `split` (default: the config's test split) or on the folder
     `images` (`<class name>/*.jpg`, no dataset needed); write the JSON report and the
     confusion PNG into `out_dir` (default: the workdir). Returns the report."""
@@ -194,8 +219,11 @@ def evaluate(trained: Trained, *, split: str | None = None, batch_size: int | No
     config = trained.config
     split = images or split or config.data.test_split
     bs = batch_size or config.train.get("eval_batch_size", 0) or config.train.batch_size
-    batches = (folder_batches(trained, images, bs) if images else
-               data.eval_iterator(config.data, split=split, global_batch_size=bs))
+    batches = (
+        folder_batches(trained, images, bs)
+        if images
+        else data.eval_iterator(config.data, split=split, global_batch_size=bs)
+    )
     tops = collect(trained, batches, flip)
     names = trained.class_names
     cm = confusion_matrix(tops["label"], tops["single/combined"][:, 0], len(names))
@@ -203,11 +231,19 @@ def evaluate(trained: Trained, *, split: str | None = None, batch_size: int | No
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.join(out_dir, CONFUSION_FILE)
     single = topk_metrics(tops, "single")
-    plot_confusion(cm, names, png, f"{config.method.name}, step {trained.step}, {split}: "
-                   f"top-1 {single['top1/combined']:.2f}% (single view)")
+    plot_confusion(
+        cm,
+        names,
+        png,
+        f"{config.method.name}, step {trained.step}, {split}: "
+        f"top-1 {single['top1/combined']:.2f}% (single view)",
+    )
     report = {
-        "workdir": os.path.abspath(trained.workdir), "step": trained.step,
-        "method": config.method.name, "dataset": config.data.name, "split": split,
+        "workdir": os.path.abspath(trained.workdir),
+        "step": trained.step,
+        "method": config.method.name,
+        "dataset": config.data.name,
+        "split": split,
         "images": os.path.abspath(images) if images else None,
         "count": int(len(tops["label"])),
         "single_view": single,
@@ -218,8 +254,8 @@ def evaluate(trained: Trained, *, split: str | None = None, batch_size: int | No
         "confusion_matrix": cm.tolist(),
         "confusion_png": os.path.abspath(png),
         "note": "per-class accuracy, confusions and the PNG use the combined prediction of a "
-                "single view; flip_tta is reported separately and never mixed into "
-                "single_view.",
+        "single view; flip_tta is reported separately and never mixed into "
+        "single_view.",
     }
     with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
@@ -230,28 +266,35 @@ def format_report(report: dict) -> str:
     """The console summary: a head x (top-1, top-5) table for both views, the worst classes
     and the most confused pairs."""
     single, flip = report["single_view"], report["flip_tta"]
-    heads = sorted({k.split("/", 1)[1] for k in single},
-                   key=lambda n: (n != "combined", n))
+    heads = sorted({k.split("/", 1)[1] for k in single}, key=lambda n: (n != "combined", n))
     source = report.get("images") or f"{report['dataset']}/{report['split']}"
-    lines = [f"{report['method']} on {source} "
-             f"({report['count']} images), checkpoint step {report['step']}",
-             f"{'head':<16}{'top-1':>8}{'top-5':>8}{'class':>8}"
-             + (f"{'flip top-1':>12}{'flip top-5':>12}" if flip else "")]
+    lines = [
+        f"{report['method']} on {source} "
+        f"({report['count']} images), checkpoint step {report['step']}",
+        f"{'head':<16}{'top-1':>8}{'top-5':>8}{'class':>8}"
+        + (f"{'flip top-1':>12}{'flip top-5':>12}" if flip else ""),
+    ]
     for h in heads:
-        row = (f"{h:<16}{single['top1/' + h]:>8.2f}{single['top5/' + h]:>8.2f}"
-               f"{single['mean_class/' + h]:>8.2f}")
+        row = (
+            f"{h:<16}{single['top1/' + h]:>8.2f}{single['top5/' + h]:>8.2f}"
+            f"{single['mean_class/' + h]:>8.2f}"
+        )
         if flip:
             row += f"{flip['top1/' + h]:>12.2f}{flip['top5/' + h]:>12.2f}"
         lines.append(row)
-    lines.append(f"(class: mean per-class top-1); macro-F1 of the combined prediction "
-                 f"{report['macro_f1']:.2f}")
+    lines.append(
+        f"(class: mean per-class top-1); macro-F1 of the combined prediction "
+        f"{report['macro_f1']:.2f}"
+    )
     worst = sorted((c for c in report["per_class"] if c["count"]), key=lambda c: c["top1"])[:5]
-    lines.append("lowest per-class top-1: " + ", ".join(
-        f"{c['class']} {c['top1']:.1f}%" for c in worst))
+    lines.append(
+        "lowest per-class top-1: " + ", ".join(f"{c['class']} {c['top1']:.1f}%" for c in worst)
+    )
     if report["most_confused"]:
         lines.append("most confused (true → predicted: count):")
-        lines += [f"  {c['true']} → {c['predicted']}: {c['count']}"
-                  for c in report["most_confused"]]
+        lines += [
+            f"  {c['true']} → {c['predicted']}: {c['count']}" for c in report["most_confused"]
+        ]
     return "\n".join(lines)
 
 
@@ -262,15 +305,22 @@ def main(argv) -> None:
     flags = cli_common.FLAGS
     try:
         trained = cli_common.load_trained()
-        report = evaluate(trained, split=flags.split or None,
-                          batch_size=flags.batch_size or None, flip=flags.flip,
-                          out_dir=flags.out or None, images=flags.images or None)
+        report = evaluate(
+            trained,
+            split=flags.split or None,
+            batch_size=flags.batch_size or None,
+            flip=flags.flip,
+            out_dir=flags.out or None,
+            images=flags.images or None,
+        )
     except Exception as e:  # user mistakes → one line
         cli_common.fail(e)
     print(format_report(report))
     out = flags.out or trained.workdir
-    print(f"report: {os.path.join(out, REPORT_FILE)}\nconfusion matrix: "
-          f"{os.path.join(out, CONFUSION_FILE)}")
+    print(
+        f"report: {os.path.join(out, REPORT_FILE)}\nconfusion matrix: "
+        f"{os.path.join(out, CONFUSION_FILE)}"
+    )
 
 
 def run() -> None:
@@ -280,11 +330,14 @@ def run() -> None:
 
     def define_flags():
         flags.DEFINE_string("split", "", "Split to evaluate (default: config.data.test_split).")
-        flags.DEFINE_string("images", "", "Evaluate a folder of <class name>/*.jpg instead of "
-                            "a split (works without the dataset).")
+        flags.DEFINE_string(
+            "images",
+            "",
+            "Evaluate a folder of <class name>/*.jpg instead of "
+            "a split (works without the dataset).",
+        )
         flags.DEFINE_integer("batch_size", 0, "Evaluation batch (default: the config's).")
-        flags.DEFINE_boolean("flip", True, "Also report flip test-time augmentation "
-                             "(separately).")
+        flags.DEFINE_boolean("flip", True, "Also report flip test-time augmentation (separately).")
         flags.DEFINE_string("out", "", "Folder for the report and PNG (default: the workdir).")
 
     cli_common.run(main, define_flags)

@@ -7,6 +7,7 @@ documented in each method's module: MA-EA's MA maps and erased regions, CRA-SMRA
 outputs and SMRAM maps, SwinFC's stage-4 attention and FSM-selected patches).
 Every map is upsampled to the image and min-max normalised per image for display.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,6 +24,7 @@ def _resize01(maps, size: int, method: str):
     """(B, h, w) → (B, size, size) in [0, 1] per image."""
     import jax
     import jax.numpy as jnp
+
     m = jax.image.resize(maps.astype(jnp.float32), (maps.shape[0], size, size), method)
     lo = jnp.min(m, axis=(1, 2), keepdims=True)
     hi = jnp.max(m, axis=(1, 2), keepdims=True)
@@ -40,7 +42,8 @@ def make_explain_fn(trained: Trained):
 
     def fn(variables, images):
         cams, scores, targets, method_maps = gradcam.grad_cam(
-            trained.method, variables, trained.normalize(images))
+            trained.method, variables, trained.normalize(images)
+        )
         maps = {f"Grad-CAM {k}": _resize01(v, size, "bilinear") for k, v in cams.items()}
         for k, v in method_maps.items():
             maps[k] = _resize01(v, size, "nearest" if k in NEAREST else "bilinear")
@@ -59,6 +62,7 @@ def explain_arrays(trained: Trained, images: np.ndarray, batch_size: int = 8) ->
 def plot_grid(image: np.ndarray, maps: dict[str, np.ndarray], title: str, path: str) -> None:
     """The image, then each map overlaid on it (jet, alpha 0.5), 4 panels per row."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -79,11 +83,17 @@ def plot_grid(image: np.ndarray, maps: dict[str, np.ndarray], title: str, path: 
     plt.close(fig)
 
 
-def explain_files(trained: Trained, paths: list[str], out_dir: str, batch_size: int = 8,
-                  skip_unreadable: bool = False) -> list[str]:
+def explain_files(
+    trained: Trained,
+    paths: list[str],
+    out_dir: str,
+    batch_size: int = 8,
+    skip_unreadable: bool = False,
+) -> list[str]:
     """Write one PNG grid per readable image into `out_dir`; returns the PNG paths."""
-    images, ok, _ = image_files.load_images(image_files.expand_paths(paths), trained.config,
-                                            skip_unreadable)
+    images, ok, _ = image_files.load_images(
+        image_files.expand_paths(paths), trained.config, skip_unreadable
+    )
     result = explain_arrays(trained, images, batch_size)
     os.makedirs(out_dir, exist_ok=True)
     written, seen = [], set()
@@ -95,8 +105,10 @@ def explain_files(trained: Trained, paths: list[str], out_dir: str, batch_size: 
             name = f"{stem}_{n}"
         seen.add(name)
         t = int(result["targets"][i])
-        title = (f"{os.path.basename(path)}: {trained.class_names[t]} "
-                 f"({result['probs'][i, t]:.3f}) — {trained.config.method.name}")
+        title = (
+            f"{os.path.basename(path)}: {trained.class_names[t]} "
+            f"({result['probs'][i, t]:.3f}) — {trained.config.method.name}"
+        )
         png = os.path.join(out_dir, f"explain_{name}.png")
         plot_grid(images[i], {k: v[i] for k, v in result["maps"].items()}, title, png)
         written.append(png)

@@ -18,6 +18,7 @@ Both return `probabilities` (B, K) float32, the method's combined prediction, wi
 also in `assets/class_names.txt` (one a line, in index order). B is any batch size unless
 `--batch_size` fixes it.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def _tf_eval_image(data, config):
         if square:
             return tf.constant(s), tf.constant(s)
         short = tf.cast(tf.minimum(h, w), tf.float64)
-        size = lambda n: tf.maximum(c, tf.cast(tf.round(tf.cast(n, tf.float64) * s / short),
-                                               tf.int32))
+        size = lambda n: tf.maximum(
+            c, tf.cast(tf.round(tf.cast(n, tf.float64) * s / short), tf.int32)
+        )
         return size(h), size(w)
 
     def jpeg():
@@ -58,27 +60,38 @@ def _tf_eval_image(data, config):
         th, tw = target(hw[0], hw[1])
         scale = tf.minimum(hw[0] // th, hw[1] // tw)  # PIL JpegImageFile.draft
         branch = tf.reduce_sum(tf.cast(scale >= tf.constant([2, 4, 8]), tf.int32))
-        return tf.switch_case(branch, [
-            lambda r=r: tf.io.decode_jpeg(
-                data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE") for r in (1, 2, 4, 8)])
+        return tf.switch_case(
+            branch,
+            [
+                lambda r=r: tf.io.decode_jpeg(
+                    data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"
+                )
+                for r in (1, 2, 4, 8)
+            ],
+        )
 
     def other():
         im = tf.io.decode_image(data, channels=0, expand_animations=False)
         n = tf.shape(im)[-1]
-        rgb = tf.cast(tf.cond(n < 3, lambda: tf.tile(im[..., :1], [1, 1, 3]),
-                              lambda: im[..., :3]), tf.float32)
-        alpha = tf.cast(tf.cond(n % 2 == 0, lambda: im[..., -1:],
-                                lambda: tf.fill(tf.concat([tf.shape(im)[:2], [1]], 0),
-                                                tf.constant(255, tf.uint8))), tf.float32)
+        rgb = tf.cast(
+            tf.cond(n < 3, lambda: tf.tile(im[..., :1], [1, 1, 3]), lambda: im[..., :3]), tf.float32
+        )
+        alpha = tf.cast(
+            tf.cond(
+                n % 2 == 0,
+                lambda: im[..., -1:],
+                lambda: tf.fill(tf.concat([tf.shape(im)[:2], [1]], 0), tf.constant(255, tf.uint8)),
+            ),
+            tf.float32,
+        )
         return tf.cast(tf.round((rgb * alpha + 255.0 * (255.0 - alpha)) / 255.0), tf.uint8)
 
     is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
     im = tf.cond(is_jpeg, jpeg, other)
     th, tw = target(tf.shape(im)[0], tf.shape(im)[1])
-    im = tf.image.resize(tf.cast(im, tf.float32), tf.stack([th, tw]), "bilinear",
-                         antialias=True)
+    im = tf.image.resize(tf.cast(im, tf.float32), tf.stack([th, tw]), "bilinear", antialias=True)
     y, x = (th - c) // 2, (tw - c) // 2
-    im = im[y:y + c, x:x + c]
+    im = im[y : y + c, x : x + c]
     return tf.cast(tf.round(tf.clip_by_value(im, 0.0, 255.0)), tf.uint8)
 
 
@@ -87,18 +100,26 @@ def check_args(out_dir: str | None, batch_size: int, platforms: tuple[str, ...])
     if not out_dir:
         raise ToolError("--out is required (the folder to write the SavedModel to).")
     if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
-        raise ToolError(f"--out {os.path.abspath(out_dir)} exists and is not an empty folder: "
-                        "choose a new folder for the SavedModel.")
+        raise ToolError(
+            f"--out {os.path.abspath(out_dir)} exists and is not an empty folder: "
+            "choose a new folder for the SavedModel."
+        )
     if batch_size < 0:
         raise ToolError(f"--batch_size={batch_size}: expected 0 (any) or a positive size.")
     bad = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})
     if bad or not platforms:
-        raise ToolError(f"--platforms={','.join(platforms)!r}: expected a comma-separated "
-                        "subset of cpu, cuda, rocm, tpu.")
+        raise ToolError(
+            f"--platforms={','.join(platforms)!r}: expected a comma-separated "
+            "subset of cpu, cuda, rocm, tpu."
+        )
 
 
-def export(trained: Trained, out_dir: str, batch_size: int = 0,
-           platforms: tuple[str, ...] = ("cpu", "cuda")) -> str:
+def export(
+    trained: Trained,
+    out_dir: str,
+    batch_size: int = 0,
+    platforms: tuple[str, ...] = ("cpu", "cuda"),
+) -> str:
     """Write the SavedModel of `trained` to `out_dir` (which must not hold files); batch
     size `batch_size`, or any when 0 (a symbolic batch dimension). Returns `out_dir`."""
     import jax
@@ -112,20 +133,26 @@ def export(trained: Trained, out_dir: str, batch_size: int = 0,
     names = list(trained.class_names)
     batch = batch_size or None
     converted = jax2tf.convert(
-        predict.make_probs_fn(trained), with_gradient=False,
+        predict.make_probs_fn(trained),
+        with_gradient=False,
         polymorphic_shapes=[None, None if batch_size else "(b, _, _, _)"],
-        native_serialization_platforms=tuple(platforms))
+        native_serialization_platforms=tuple(platforms),
+    )
 
     module = tf.Module()
     module.variables_tree = tf.nest.map_structure(
         lambda a: tf.Variable(np.asarray(a), trainable=False),
-        jax.device_get(jax.tree.map(np.asarray, trained.variables)))
+        jax.device_get(jax.tree.map(np.asarray, trained.variables)),
+    )
     module.class_names = tf.constant(names)
 
     def outputs(probs):
         index = tf.argmax(probs, axis=-1, output_type=tf.int32)
-        return {"probabilities": probs, "class_index": index,
-                "class_name": tf.gather(module.class_names, index)}
+        return {
+            "probabilities": probs,
+            "class_index": index,
+            "class_name": tf.gather(module.class_names, index),
+        }
 
     images_spec = tf.TensorSpec((batch, c, c, 3), tf.uint8, name="images")
     bytes_spec = tf.TensorSpec((batch,), tf.string, name="image_bytes")
@@ -136,8 +163,11 @@ def export(trained: Trained, out_dir: str, batch_size: int = 0,
 
     @tf.function(autograph=False, input_signature=[bytes_spec])
     def serve_bytes(image_bytes):
-        images = tf.map_fn(lambda b: _tf_eval_image(b, trained.config), image_bytes,
-                           fn_output_signature=tf.TensorSpec((c, c, 3), tf.uint8))
+        images = tf.map_fn(
+            lambda b: _tf_eval_image(b, trained.config),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec((c, c, 3), tf.uint8),
+        )
         return outputs(converted(module.variables_tree, images))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,9 +175,14 @@ def export(trained: Trained, out_dir: str, batch_size: int = 0,
         with open(path, "w", encoding="utf-8") as f:
             f.write("".join(n + "\n" for n in names))
         module.class_names_file = tf.saved_model.Asset(path)
-        tf.saved_model.save(module, out_dir, signatures={
-            "serving_default": serve_images.get_concrete_function(),
-            "serving_bytes": serve_bytes.get_concrete_function()})
+        tf.saved_model.save(
+            module,
+            out_dir,
+            signatures={
+                "serving_default": serve_images.get_concrete_function(),
+                "serving_bytes": serve_bytes.get_concrete_function(),
+            },
+        )
     return out_dir
 
 
@@ -157,8 +192,10 @@ def main(argv) -> None:
     flags = cli_common.FLAGS
     try:
         if len(argv) > 1:
-            raise ToolError(f"unexpected arguments {argv[1:]}: python -m fgvc_jax.export "
-                            "--workdir DIR --out DIR [--checkpoint best|latest]")
+            raise ToolError(
+                f"unexpected arguments {argv[1:]}: python -m fgvc_jax.export "
+                "--workdir DIR --out DIR [--checkpoint best|latest]"
+            )
         platforms = tuple(p for p in flags.platforms.split(",") if p)
         check_args(flags.out, flags.batch_size, platforms)  # fail before loading the model
         trained = cli_common.load_trained()
@@ -166,10 +203,12 @@ def main(argv) -> None:
     except Exception as e:
         cli_common.fail(e)
     c = trained.image_size
-    print(f"{out}: SavedModel of {trained.workdir} (step {trained.step}), "
-          f"{len(trained.class_names)} classes; serving_default: uint8 images "
-          f"({flags.batch_size or 'B'}, {c}, {c}, 3), serving_bytes: encoded images; "
-          f"platforms {','.join(platforms)}.")
+    print(
+        f"{out}: SavedModel of {trained.workdir} (step {trained.step}), "
+        f"{len(trained.class_names)} classes; serving_default: uint8 images "
+        f"({flags.batch_size or 'B'}, {c}, {c}, 3), serving_bytes: encoded images; "
+        f"platforms {','.join(platforms)}."
+    )
 
 
 def run() -> None:
@@ -184,8 +223,9 @@ def run() -> None:
     def define_flags():
         flags.DEFINE_string("out", None, "Folder to write the SavedModel to (new or empty).")
         flags.DEFINE_integer("batch_size", 0, "Fixed batch size of the SavedModel; 0: any.")
-        flags.DEFINE_string("platforms", "cpu,cuda",
-                            "Platforms the SavedModel runs on (cpu, cuda, rocm, tpu).")
+        flags.DEFINE_string(
+            "platforms", "cpu,cuda", "Platforms the SavedModel runs on (cpu, cuda, rocm, tpu)."
+        )
 
     cli_common.run(main, define_flags)
 

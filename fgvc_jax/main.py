@@ -5,6 +5,7 @@ Deliberately short (like flax examples/imagenet): it parses flags and calls
 `train.train_and_evaluate` or `train.evaluate_checkpoint`. User mistakes (unknown method,
 dataset or config key) end in one clear message, not a traceback.
 """
+
 from __future__ import annotations
 
 import glob
@@ -19,16 +20,22 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "configs/<method>.py:<dataset> (--mode eval: default the workdir's "
-    "config.json)")
+    "config", None, "configs/<method>.py:<dataset> (--mode eval: default the workdir's config.json)"
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and eval.json go here.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resuming) or evaluate.")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                                "--mode eval: which checkpoint of the workdir to evaluate.")
+_CHECKPOINT = flags.DEFINE_enum(
+    "checkpoint",
+    "best",
+    ["best", "latest"],
+    "--mode eval: which checkpoint of the workdir to evaluate.",
+)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
-    "allow_config_change", False,
+    "allow_config_change",
+    False,
     "Resume a workdir with a config that differs from its run's (the changed keys are "
-    "listed and recorded; a changed length rebuilds the learning-rate schedule for it).")
+    "listed and recorded; a changed length rebuilds the learning-rate schedule for it).",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -39,17 +46,28 @@ def _fail(message: str) -> None:
 
 def check_command_line(argv: list[str]) -> None:
     """Validate --config and its --config.* overrides before absl parses them."""
-    spec = next((a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
-                 for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
+    spec = next(
+        (
+            a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
+            for i, a in enumerate(argv)
+            if a == "--config" or a.startswith("--config=")
+        ),
+        None,
+    )
     if not spec:
         return  # absl reports the missing flag
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         here = os.path.dirname(path) or "configs"
-        methods = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(here, "*.py"))
-                         if not os.path.basename(p).startswith(("_", "common")))
-        _fail(f"unknown method config {path!r}; valid: "
-              + (", ".join(f"{here}/{m}.py" for m in methods) or "(no configs in " + here + ")"))
+        methods = sorted(
+            os.path.basename(p)[:-3]
+            for p in glob.glob(os.path.join(here, "*.py"))
+            if not os.path.basename(p).startswith(("_", "common"))
+        )
+        _fail(
+            f"unknown method config {path!r}; valid: "
+            + (", ".join(f"{here}/{m}.py" for m in methods) or "(no configs in " + here + ")")
+        )
     try:
         module_spec = importlib.util.spec_from_file_location("_fgvc_config", path)
         module = importlib.util.module_from_spec(module_spec)
@@ -66,15 +84,19 @@ def check_command_line(argv: list[str]) -> None:
             if not hasattr(node, "keys") or key not in node:
                 where = "config." + ".".join(parts[:i]) if i else "config"
                 valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a value)"
-                _fail(f"unknown config key 'config.{m.group(1)}': {where} has no {key!r}; "
-                      f"valid: {valid}")
+                _fail(
+                    f"unknown config key 'config.{m.group(1)}': {where} has no {key!r}; "
+                    f"valid: {valid}"
+                )
             node = node[key]
 
 
 def _quiet_libraries() -> None:
     """Keep the console to the trainer's own lines: INFO chatter of orbax is dropped."""
+
     def keep(record) -> bool:
         return record.levelno >= 30 or "/orbax/" not in record.pathname  # 30: WARNING
+
     logging.get_absl_handler().addFilter(keep)
 
 
@@ -83,10 +105,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     _quiet_libraries()
     from fgvc_jax.loop import train  # after flag parsing: jax is configured by then
-    from fgvc_jax.tools import trained
-    from fgvc_jax.run import checkpoints, workdir as workdir_lib
-
+    from fgvc_jax.run import checkpoints
+    from fgvc_jax.run import workdir as workdir_lib
     from fgvc_jax.runtime import compile_cache
+    from fgvc_jax.tools import trained
 
     compile_cache.enable()  # a resume or re-evaluation of the same program does not recompile
     config, workdir = _CONFIG.value, _WORKDIR.value
@@ -97,17 +119,24 @@ def main(argv):
             train.train_and_evaluate(config, workdir, _ALLOW_CONFIG_CHANGE.value)
         else:
             result = train.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
-            print(f"{result['checkpoint']} checkpoint (step {result['step']}) on "
-                  f"{result['split']}: " + ", ".join(
-                      f"{k} {v:.2f}" for k, v in result["metrics"].items() if k != "count")
-                  + f"\nwritten to {result['path']}")
+            print(
+                f"{result['checkpoint']} checkpoint (step {result['step']}) on "
+                f"{result['split']}: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items() if k != "count")
+                + f"\nwritten to {result['path']}"
+            )
     except train.Preempted as e:
         logging.warning("%s", e)
         sys.exit(143)
     except FloatingPointError as e:
         _fail(str(e))
-    except (ValueError, FileNotFoundError, trained.ToolError, workdir_lib.WorkdirError,
-            checkpoints.CheckpointError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        trained.ToolError,
+        workdir_lib.WorkdirError,
+        checkpoints.CheckpointError,
+    ) as e:
         logging.debug("traceback", exc_info=True)
         _fail(str(e))
 

@@ -7,6 +7,7 @@ serves any number of files), on whatever device JAX uses (`--platform cpu|gpu`).
 Unreadable images are named in one error before anything runs (or skipped with
 `--skip_unreadable`).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,19 +38,31 @@ def predict_arrays(trained: Trained, images: np.ndarray, batch_size: int = 32) -
     return image_files.in_batches(lambda x: fn(trained.variables, x), images, batch_size)
 
 
-def predict_files(trained: Trained, paths: list[str], top_k: int = 5, batch_size: int = 32,
-                  skip_unreadable: bool = False) -> list[dict]:
+def predict_files(
+    trained: Trained,
+    paths: list[str],
+    top_k: int = 5,
+    batch_size: int = 32,
+    skip_unreadable: bool = False,
+) -> list[dict]:
     """[{'file', 'top': [{'class', 'index', 'prob'}...]}] for the image files `paths`."""
-    images, ok, _ = image_files.load_images(image_files.expand_paths(paths), trained.config,
-                                            skip_unreadable)
+    images, ok, _ = image_files.load_images(
+        image_files.expand_paths(paths), trained.config, skip_unreadable
+    )
     probs = predict_arrays(trained, images, batch_size)
     k = min(top_k, probs.shape[-1])
     results = []
     for path, p in zip(ok, probs):
         idx = np.argsort(-p, kind="stable")[:k]
-        results.append({"file": path, "top": [
-            {"class": trained.class_names[i], "index": int(i), "prob": float(p[i])}
-            for i in idx]})
+        results.append(
+            {
+                "file": path,
+                "top": [
+                    {"class": trained.class_names[i], "index": int(i), "prob": float(p[i])}
+                    for i in idx
+                ],
+            }
+        )
     return results
 
 
@@ -60,14 +73,16 @@ def main(argv) -> None:
     try:
         paths = cli_common.image_paths(argv, "predict")  # fail before loading the model
         trained = cli_common.load_trained()
-        results = predict_files(trained, paths, flags.top_k, flags.batch_size,
-                                flags.skip_unreadable)
+        results = predict_files(
+            trained, paths, flags.top_k, flags.batch_size, flags.skip_unreadable
+        )
     except Exception as e:
         cli_common.fail(e)
     if flags.skip_unreadable and len(results) < len(paths):
         done = {r["file"] for r in results}
-        print("skipped unreadable: " + ", ".join(p for p in paths if p not in done),
-              file=sys.stderr)
+        print(
+            "skipped unreadable: " + ", ".join(p for p in paths if p not in done), file=sys.stderr
+        )
     for r in results:
         print(r["file"] + ": " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"]))
     if flags.json:

@@ -8,6 +8,7 @@ equal.
 
 The test suite runs a small part of it (tests/train/test_fault_injection.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ def corrupt(folder: str, kind: str) -> str:
     elif kind == "delete_data":
         os.remove(big)
     elif kind in ("delete_manifest", "delete_metadata"):
-        big = os.path.join(folder, "default",
-                           "manifest.ocdbt" if kind == "delete_manifest" else "_METADATA")
+        big = os.path.join(
+            folder, "default", "manifest.ocdbt" if kind == "delete_manifest" else "_METADATA"
+        )
         os.remove(big)
     elif kind == "byte":
         at = os.path.getsize(big) // 2
@@ -73,8 +75,10 @@ def params(workdir, step: int) -> list[np.ndarray]:
 
     path = os.path.abspath(os.path.join(workdir, "checkpoints", str(step), "default"))
     tree = ocp.StandardCheckpointer().restore(path)
-    return [np.asarray(x) for x in jax.tree.leaves((tree["params"], tree["batch_stats"],
-                                                    tree["opt_state"]))]
+    return [
+        np.asarray(x)
+        for x in jax.tree.leaves((tree["params"], tree["batch_stats"], tree["opt_state"]))
+    ]
 
 
 def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -88,22 +92,35 @@ class Runs:
     def __init__(self, root: str, method: str = "baseline_resnet"):
         self.root, self.method = root, method
         self.data_dir = os.path.join(root, "tfds")
-        self.env = dict(JAX_COMPILATION_CACHE_DIR=os.path.join(root, "jax_cache"),
-                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+        self.env = dict(
+            JAX_COMPILATION_CACHE_DIR=os.path.join(root, "jax_cache"),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
 
     def args(self, workdir, *extra) -> list[str]:
-        return cli.tiny_args(self.method, workdir, self.data_dir,
-                             f"--config.train.num_steps={STEPS}",
-                             f"--config.train.checkpoint_every={EVERY}",
-                             "--config.optim.warmup_steps=2", *extra)
+        return cli.tiny_args(
+            self.method,
+            workdir,
+            self.data_dir,
+            f"--config.train.num_steps={STEPS}",
+            f"--config.train.checkpoint_every={EVERY}",
+            "--config.optim.warmup_steps=2",
+            *extra,
+        )
 
     def run(self, workdir, *extra, timeout=400) -> subprocess.CompletedProcess:
         return cli.run(self.args(workdir, *extra), timeout=timeout, **self.env)
 
     def start(self, workdir, *extra) -> subprocess.Popen:
-        return subprocess.Popen(self.args(workdir, *extra), cwd=cli.ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=cli.env(**self.env))
+        return subprocess.Popen(
+            self.args(workdir, *extra),
+            cwd=cli.ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli.env(**self.env),
+        )
 
     def reference(self) -> str:
         """The uninterrupted run (made once)."""
@@ -141,12 +158,22 @@ def damaged_checkpoint(runs: Runs, kind: str) -> str:
     _ok(out.returncode == 0, f"{kind}: the resumed run failed", out.stderr)
     aside = glob.glob(os.path.join(w, "checkpoints", "8.damaged-*"))
     _ok(len(aside) == 1, f"{kind}: checkpoint 8 not moved aside", out.stderr)
-    _ok(re.search(r"Checkpoint \S+/checkpoints/8 is damaged \(.+\): moved aside to "
-                  r"\S+/8\.damaged-", out.stderr) is not None, f"{kind}: no message", out.stderr)
+    _ok(
+        re.search(
+            r"Checkpoint \S+/checkpoints/8 is damaged \(.+\): moved aside to "
+            r"\S+/8\.damaged-",
+            out.stderr,
+        )
+        is not None,
+        f"{kind}: no message",
+        out.stderr,
+    )
     _ok("at step 4" in out.stderr, f"{kind}: did not resume from step 4", out.stderr)
     _ok("Traceback" not in out.stderr, f"{kind}: a traceback", out.stderr)
-    _ok(same(params(w, STEPS), params(runs.reference(), STEPS)),
-        f"{kind}: parameters differ from the uninterrupted run's")
+    _ok(
+        same(params(w, STEPS), params(runs.reference(), STEPS)),
+        f"{kind}: parameters differ from the uninterrupted run's",
+    )
     return f"{kind}: moved aside, resumed from step 4, parameters equal"
 
 
@@ -159,14 +186,20 @@ def two_trainers(runs: Runs) -> str:
     lock = os.path.join(w, "run.lock")
     t0 = time.time()
     while not os.path.exists(lock):
-        _ok(first.poll() is None, "the first trainer ended early", first.stderr.read()
-            if first.poll() is not None else "")
+        _ok(
+            first.poll() is None,
+            "the first trainer ended early",
+            first.stderr.read() if first.poll() is not None else "",
+        )
         _ok(time.time() - t0 < 120, "the first trainer took no lock")
         time.sleep(0.05)
     first.send_signal(signal.SIGSTOP)  # it holds the lock, alive, for as long as we need
     try:
-        config_json = open(os.path.join(w, "config.json")).read() if os.path.exists(
-            os.path.join(w, "config.json")) else None
+        config_json = (
+            open(os.path.join(w, "config.json")).read()
+            if os.path.exists(os.path.join(w, "config.json"))
+            else None
+        )
         results = []
         for extra in (("--config.seed=1",), ("--mode", "eval", "--checkpoint", "latest")):
             t = time.time()
@@ -178,19 +211,26 @@ def two_trainers(runs: Runs) -> str:
     _ok(first.returncode == 0, "the first trainer failed", err)
     for (seconds, out), who in zip(results, ("second trainer", "--mode eval")):
         _ok(out.returncode == 2, f"{who} did not fail", out.stderr)
-        _ok(f"is in use by train (PID {first.pid} on host" in out.stderr,
-            f"{who}: the holder is not named", out.stderr)
+        _ok(
+            f"is in use by train (PID {first.pid} on host" in out.stderr,
+            f"{who}: the holder is not named",
+            out.stderr,
+        )
         _ok(seconds < 60, f"{who} took {seconds:.0f} s to fail")
         _ok("Traceback" not in out.stderr, f"{who}: a traceback", out.stderr)
-    _ok(same(params(w, STEPS), params(runs.reference(), STEPS)),
-        "the first run's parameters differ from the uninterrupted run's")
+    _ok(
+        same(params(w, STEPS), params(runs.reference(), STEPS)),
+        "the first run's parameters differ from the uninterrupted run's",
+    )
     history = os.listdir(os.path.join(w, "config_history"))
     _ok(history == ["1.json"], f"other starts were recorded: {history}")
     if config_json is not None:
         _ok(open(os.path.join(w, "config.json")).read() == config_json, "config.json changed")
     _ok(not os.path.exists(lock), "the lock is left behind")
-    return (f"second trainer and --mode eval failed in {results[0][0]:.1f} s and "
-            f"{results[1][0]:.1f} s naming PID {first.pid}; the first run's parameters equal")
+    return (
+        f"second trainer and --mode eval failed in {results[0][0]:.1f} s and "
+        f"{results[1][0]:.1f} s naming PID {first.pid}; the first run's parameters equal"
+    )
 
 
 def kills_during_writes(runs: Runs, kills: int) -> str:
@@ -217,8 +257,10 @@ def kills_during_writes(runs: Runs, kills: int) -> str:
     out = runs.run(w, "--config.train.checkpoint_every=1")
     _ok(out.returncode == 0, "the last start failed", out.stderr)
     _ok("took over the lock" in out.stderr, "the stale lock was not taken over", out.stderr)
-    _ok(same(params(w, STEPS), params(runs.reference(), STEPS)),
-        "parameters differ from the uninterrupted run's")
+    _ok(
+        same(params(w, STEPS), params(runs.reference(), STEPS)),
+        "parameters differ from the uninterrupted run's",
+    )
     return f"killed after checkpoints {killed_at}; resumed; parameters equal"
 
 
@@ -231,8 +273,7 @@ def main(argv=None) -> int:
     root = a.out or tempfile.mkdtemp(prefix="fgvc_fault_injection_")
     runs = Runs(root)
     kinds = KINDS if a.kinds == "all" else tuple(a.kinds.split(","))
-    checks = [(f"damaged checkpoint ({k})", lambda k=k: damaged_checkpoint(runs, k))
-              for k in kinds]
+    checks = [(f"damaged checkpoint ({k})", lambda k=k: damaged_checkpoint(runs, k)) for k in kinds]
     checks += [("two trainers", lambda: two_trainers(runs))]
     if a.kills:
         checks += [("kills during writes", lambda: kills_during_writes(runs, a.kills))]

@@ -9,6 +9,7 @@ Statistics are computed in at least float32 (`fgvc_jax.runtime.precision.upcast`
 bfloat16 compute, float64 under float64. Under `jax.jit` with the batch
 sharded over a mesh, the means are over the global batch (GSPMD inserts the all-reduce).
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -39,7 +40,9 @@ class BatchNorm(nn.Module):
             if not self.is_initializing():
                 n = xf.size // c
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var * (n / max(n - 1, 1))
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var * (
+                    n / max(n - 1, 1)
+                )
         else:
             mean, var = ra_mean.value, ra_var.value
         acc = accumulation_dtype(x.dtype)

@@ -17,8 +17,10 @@ i = 1..4, `head`. Choices:
 - conv kernels initialise as the ResNet's (He normal, fan-out) where torchvision's DenseNet
   uses fan-in; the classifier as flax's Dense. Only training from scratch sees the difference.
 """
+
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -29,6 +31,7 @@ from fgvc_jax.backbones.resnet import conv, max_pool
 
 class DenseLayer(nn.Module):
     """torchvision `_DenseLayer` on the concatenated features: → (B, H, W, growth_rate)."""
+
     growth_rate: int
     bn_size: int
     dtype: Any = jnp.float32
@@ -45,6 +48,7 @@ class DenseLayer(nn.Module):
 
 class DenseBlock(nn.Module):
     """torchvision `_DenseBlock`: layers 'denselayer1', ...; each sees every earlier output."""
+
     num_layers: int
     growth_rate: int
     bn_size: int
@@ -62,6 +66,7 @@ class DenseBlock(nn.Module):
 
 class Transition(nn.Module):
     """torchvision `_Transition`: BN → ReLU → 1x1 conv → AvgPool2d(2, 2) (floors odd sizes)."""
+
     features: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -76,6 +81,7 @@ class Transition(nn.Module):
 
 class DenseNetFeatures(nn.Module):
     """torchvision `DenseNet.features`: conv0, norm0, denseblock{i}, transition{i}, norm5."""
+
     growth_rate: int
     block_config: Sequence[int]
     num_init_features: int
@@ -92,8 +98,7 @@ class DenseNetFeatures(nn.Module):
             if i:
                 width //= 2
                 setattr(self, f"transition{i}", Transition(width, **kw))
-            setattr(self, f"denseblock{i + 1}",
-                    DenseBlock(n, self.growth_rate, self.bn_size, **kw))
+            setattr(self, f"denseblock{i + 1}", DenseBlock(n, self.growth_rate, self.bn_size, **kw))
             width += n * self.growth_rate
         self.norm5 = BatchNorm(**kw)
 
@@ -131,8 +136,9 @@ class DenseNet(nn.Module):
         if len(self.block_config) != 4:
             raise ValueError(f"block_config={tuple(self.block_config)}; expected 4 dense blocks")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.features = DenseNetFeatures(self.growth_rate, tuple(self.block_config),
-                                         self.num_init_features, self.bn_size, **kw)
+        self.features = DenseNetFeatures(
+            self.growth_rate, tuple(self.block_config), self.num_init_features, self.bn_size, **kw
+        )
         if self.num_classes:
             self.classifier = nn.Dense(self.num_classes, **kw)
 

@@ -10,8 +10,10 @@ Stage-wise access, because methods act between stages: `stem`, `stage(i)` for i 
 ('max' | 'multiscale', the MA-EA improved pooling, docs/methods.md §3) and `dilate_conv5`
 (stride → dilation in conv5_x, torchvision's `replace_stride_with_dilation[2]`).
 """
+
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,6 +33,7 @@ class Conv(nn.Module):
     where the time goes"). A strided 1x1 conv stays a convolution: as a matmul over
     `x[:, ::s, ::s]`, XLA:GPU's Triton GEMM fusion aborts the process (jax 0.10.2,
     `triton_tiling_propagation.cc` "subdim_size_accumulator == dim_size")."""
+
     features: int
     kernel: int
     stride: int = 1
@@ -46,11 +49,19 @@ class Conv(nn.Module):
         if k == 1 and s == 1:
             return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
         p = d * (k // 2)
-        return jax.lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)), rhs_dilation=(d, d),
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x,
+            w,
+            (s, s),
+            ((p, p), (p, p)),
+            rhs_dilation=(d, d),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
 
 
-def conv(features, kernel, stride=1, dilation=1, dtype=jnp.float32, param_dtype=jnp.float32, name=None):
+def conv(
+    features, kernel, stride=1, dilation=1, dtype=jnp.float32, param_dtype=jnp.float32, name=None
+):
     return Conv(features, kernel, stride, dilation, dtype, param_dtype, name=name)
 
 
@@ -79,10 +90,14 @@ class BasicBlock(nn.Module):
     def __call__(self, x, train: bool):
         c = functools.partial(conv, dtype=self.dtype, param_dtype=self.param_dtype)
         bn = functools.partial(BatchNorm, dtype=self.dtype, param_dtype=self.param_dtype)
-        y = nn.relu(bn(name="bn1")(c(self.planes, 3, self.stride, self.dilation, name="conv1")(x), train))
+        y = nn.relu(
+            bn(name="bn1")(c(self.planes, 3, self.stride, self.dilation, name="conv1")(x), train)
+        )
         y = bn(name="bn2")(c(self.planes, 3, 1, self.dilation, name="conv2")(y), train)
         if self.downsample:
-            x = bn(name="downsample_1")(c(self.planes, 1, self.stride, name="downsample_0")(x), train)
+            x = bn(name="downsample_1")(
+                c(self.planes, 1, self.stride, name="downsample_0")(x), train
+            )
         return nn.relu(y + x)
 
 
@@ -100,10 +115,14 @@ class Bottleneck(nn.Module):
         c = functools.partial(conv, dtype=self.dtype, param_dtype=self.param_dtype)
         bn = functools.partial(BatchNorm, dtype=self.dtype, param_dtype=self.param_dtype)
         y = nn.relu(bn(name="bn1")(c(self.planes, 1, name="conv1")(x), train))
-        y = nn.relu(bn(name="bn2")(c(self.planes, 3, self.stride, self.dilation, name="conv2")(y), train))
+        y = nn.relu(
+            bn(name="bn2")(c(self.planes, 3, self.stride, self.dilation, name="conv2")(y), train)
+        )
         y = bn(name="bn3")(c(self.planes * 4, 1, name="conv3")(y), train)
         if self.downsample:
-            x = bn(name="downsample_1")(c(self.planes * 4, 1, self.stride, name="downsample_0")(x), train)
+            x = bn(name="downsample_1")(
+                c(self.planes * 4, 1, self.stride, name="downsample_0")(x), train
+            )
         return nn.relu(y + x)
 
 
@@ -112,6 +131,7 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 class ResNetStage(nn.Module):
     """torchvision `_make_layer`: blocks named '0', '1', ...; the first may downsample."""
+
     block: Any
     planes: int
     num_blocks: int
@@ -128,7 +148,9 @@ class ResNetStage(nn.Module):
         stride = 1 if self.dilate else self.stride
         downsample = stride != 1 or self.in_channels != self.planes * self.block.expansion
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = self.block(self.planes, stride, self.previous_dilation, downsample, name="0", **kw)(x, train)
+        x = self.block(self.planes, stride, self.previous_dilation, downsample, name="0", **kw)(
+            x, train
+        )
         for j in range(1, self.num_blocks):
             x = self.block(self.planes, 1, dilation, name=str(j), **kw)(x, train)
         return x
@@ -150,7 +172,9 @@ class ResNet(nn.Module):
 
     def setup(self):
         if self.block_cls_name not in BLOCKS:
-            raise ValueError(f"block_cls_name={self.block_cls_name!r}; expected one of {sorted(BLOCKS)}")
+            raise ValueError(
+                f"block_cls_name={self.block_cls_name!r}; expected one of {sorted(BLOCKS)}"
+            )
         if self.stem_pool not in ("max", "multiscale"):
             raise ValueError(f"stem_pool={self.stem_pool!r}; expected 'max' or 'multiscale'")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -160,8 +184,11 @@ class ResNet(nn.Module):
         in_ch, dilation = 64, 1
         for i, n in enumerate(self.stage_sizes):
             dilate = self.dilate_conv5 and i == 3
-            setattr(self, f"layer{i + 1}", ResNetStage(block, 64 * 2**i, n, in_ch, 1 if i == 0 else 2,
-                                                       dilate, dilation, **kw))
+            setattr(
+                self,
+                f"layer{i + 1}",
+                ResNetStage(block, 64 * 2**i, n, in_ch, 1 if i == 0 else 2, dilate, dilation, **kw),
+            )
             in_ch = 64 * 2**i * block.expansion
             dilation *= 2 if dilate else 1
         if self.num_classes:

@@ -11,8 +11,10 @@ sizes are not window multiples are padded as timm does.
 Stage-wise access: `embed`, `stage(i)` for i = 1..4 (optionally returning each block's
 post-softmax attention), `norm` (the final LayerNorm) and `head` (GAP + fc).
 """
+
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -43,7 +45,7 @@ def shifted_window_mask(hp: int, wp: int, window, shift) -> np.ndarray:
     cnt = 0
     for h in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
         for w in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
-            img[h[0]:h[1], w[0]:w[1]] = cnt
+            img[h[0] : h[1], w[0] : w[1]] = cnt
             cnt += 1
     win = window_partition(img[None, :, :, None], window).reshape(-1, window[0] * window[1])
     diff = win[:, None, :] - win[:, :, None]
@@ -65,6 +67,7 @@ def window_reverse(windows, window, h, w):
 
 class DropPath(nn.Module):
     """Stochastic depth: drop the residual branch per sample, scale survivors by 1/keep."""
+
     rate: float
 
     @nn.compact
@@ -72,12 +75,15 @@ class DropPath(nn.Module):
         if not train or self.rate == 0.0:
             return x
         keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        mask = jax.random.bernoulli(
+            self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1)
+        )
         return jnp.where(mask, x / keep, 0).astype(x.dtype)
 
 
 class WindowAttention(nn.Module):
     """W-MSA with relative position bias; returns (out, post-softmax attention)."""
+
     dim: int
     num_heads: int
     window: tuple[int, int]
@@ -88,10 +94,15 @@ class WindowAttention(nn.Module):
     def __call__(self, x, mask=None):
         bw, n, c = x.shape
         hd = c // self.num_heads
-        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=trunc02)
-        table = self.param("relative_position_bias_table", trunc02,
-                           ((2 * self.window[0] - 1) * (2 * self.window[1] - 1), self.num_heads),
-                           self.param_dtype)
+        dense = functools.partial(
+            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=trunc02
+        )
+        table = self.param(
+            "relative_position_bias_table",
+            trunc02,
+            ((2 * self.window[0] - 1) * (2 * self.window[1] - 1), self.num_heads),
+            self.param_dtype,
+        )
         qkv = dense(3 * c, name="qkv")(x).reshape(bw, n, 3, self.num_heads, hd)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q * hd**-0.5, k)
@@ -99,7 +110,9 @@ class WindowAttention(nn.Module):
         logits = logits + bias.transpose(2, 0, 1).astype(logits.dtype)
         if mask is not None:
             nw = mask.shape[0]
-            logits = logits.reshape(-1, nw, self.num_heads, n, n) + mask[None, :, None].astype(logits.dtype)
+            logits = logits.reshape(-1, nw, self.num_heads, n, n) + mask[None, :, None].astype(
+                logits.dtype
+            )
             logits = logits.reshape(-1, self.num_heads, n, n)
         attn = jax.nn.softmax(upcast(logits), axis=-1).astype(self.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(bw, n, c)
@@ -144,6 +157,7 @@ class SwinBlock(nn.Module):
 
 class PatchMerging(nn.Module):
     """2x2 neighbourhood concat in timm's order (x0, x1, x2, x3) → LayerNorm → Linear 4C→2C."""
+
     out_dim: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -153,10 +167,20 @@ class PatchMerging(nn.Module):
         b, h, w, c = x.shape
         x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
         b, h, w, c = x.shape
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+        x = (
+            x.reshape(b, h // 2, 2, w // 2, 2, c)
+            .transpose(0, 1, 3, 4, 2, 5)
+            .reshape(b, h // 2, w // 2, 4 * c)
+        )
         x = LayerNorm(name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
-        return nn.Dense(self.out_dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=trunc02, name="reduction")(x)
+        return nn.Dense(
+            self.out_dim,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=trunc02,
+            name="reduction",
+        )(x)
 
 
 class SwinStage(nn.Module):
@@ -180,19 +204,30 @@ class SwinStage(nn.Module):
         shift = tuple(0 if r <= w else w // 2 for r, w in zip(self.resolution, window))
         attns = []
         for j in range(self.depth):
-            x, attn = SwinBlock(self.dim, self.num_heads, window, shift if j % 2 else (0, 0), self.mlp_ratio,
-                                self.drop_path[j], name=f"blocks_{j}", **kw)(x, train)
+            x, attn = SwinBlock(
+                self.dim,
+                self.num_heads,
+                window,
+                shift if j % 2 else (0, 0),
+                self.mlp_ratio,
+                self.drop_path[j],
+                name=f"blocks_{j}",
+                **kw,
+            )(x, train)
             attns.append(attn)
         if not return_attn:
             return x
         if attns[0].shape[1] != 1:
-            raise ValueError(f"return_attn needs a stage that is one window; got {attns[0].shape[1]} windows "
-                             f"at resolution {x.shape[1:3]} with window {window}")
+            raise ValueError(
+                f"return_attn needs a stage that is one window; got {attns[0].shape[1]} windows "
+                f"at resolution {x.shape[1:3]} with window {window}"
+            )
         return x, [a[:, 0] for a in attns]
 
 
 class ClassifierHead(nn.Module):
     """timm ClassifierHead (NHWC): global average pool, then `fc` when num_classes > 0."""
+
     num_classes: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -201,8 +236,13 @@ class ClassifierHead(nn.Module):
     def __call__(self, x):
         x = jnp.mean(x, axis=(1, 2))
         if self.num_classes:
-            x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                         kernel_init=trunc02, name="fc")(x)
+            x = nn.Dense(
+                self.num_classes,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_init=trunc02,
+                name="fc",
+            )(x)
         return x
 
 
@@ -215,8 +255,15 @@ class PatchEmbed(nn.Module):
     @nn.compact
     def __call__(self, x):
         p = self.patch_size
-        x = nn.Conv(self.embed_dim, (p, p), (p, p), padding="VALID", dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="proj")(x)
+        x = nn.Conv(
+            self.embed_dim,
+            (p, p),
+            (p, p),
+            padding="VALID",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="proj",
+        )(x)
         return LayerNorm(name="norm", dtype=self.dtype, param_dtype=self.param_dtype)(x)
 
 
@@ -244,9 +291,21 @@ class SwinTransformer(nn.Module):
         res = self.img_size // self.patch_size
         for i, d in enumerate(self.depths):
             res = res // 2 if i else res
-            setattr(self, f"layers_{i}", SwinStage(
-                self.embed_dim * 2**i, d, self.num_heads[i], (self.window_size,) * 2, (res, res), i > 0,
-                dpr[sum(self.depths[:i]):sum(self.depths[:i + 1])], self.mlp_ratio, **kw))
+            setattr(
+                self,
+                f"layers_{i}",
+                SwinStage(
+                    self.embed_dim * 2**i,
+                    d,
+                    self.num_heads[i],
+                    (self.window_size,) * 2,
+                    (res, res),
+                    i > 0,
+                    dpr[sum(self.depths[:i]) : sum(self.depths[: i + 1])],
+                    self.mlp_ratio,
+                    **kw,
+                ),
+            )
         self.norm = LayerNorm(**kw)
         self.head = ClassifierHead(self.num_classes, **kw)
 

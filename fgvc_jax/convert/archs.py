@@ -1,5 +1,6 @@
 """Architectures the converter knows: torchvision ResNets and DenseNets, timm / official Swin
 releases."""
+
 import re
 
 import jax
@@ -31,7 +32,9 @@ def build(arch: str, num_classes: int = 0, **overrides):
 def _official_swin_to_timm(key: str) -> str:
     """Official Swin release: patch merging at the end of stage i (timm: start of i+1) and
     `head.*` (timm: `head.fc.*`)."""
-    key = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key)
+    key = re.sub(
+        r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key
+    )
     return re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
 
 
@@ -39,7 +42,8 @@ def _official_swin_to_timm(key: str) -> str:
 # (dots are no longer allowed in module names); torchvision's `_load_state_dict` renames them
 # with this pattern. Both forms are accepted.
 _DENSENET_LEGACY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def densenet_key(key: str) -> str:
@@ -54,7 +58,9 @@ def _head_classes(sd: dict[str, np.ndarray]) -> int:
     return 0
 
 
-def convert_state_dict(arch: str, sd: dict[str, np.ndarray], num_classes: int | None = 0, **overrides) -> dict:
+def convert_state_dict(
+    arch: str, sd: dict[str, np.ndarray], num_classes: int | None = 0, **overrides
+) -> dict:
     """torch state dict → flax variables of `build(arch, ...)`.
 
     num_classes=None keeps the checkpoint's classifier; 0 (or any number differing from the
@@ -64,7 +70,9 @@ def convert_state_dict(arch: str, sd: dict[str, np.ndarray], num_classes: int | 
     model = build(arch, n, **overrides)
     size = model.img_size if arch in swin_lib.ARCHS else 64
     shape = (1, size, size, 3)
-    target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.float32)))
+    target = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.float32))
+    )
     target = dict(target)
     rename, windows = (lambda k: k), None
     drop_buffers = ("num_batches_tracked",)
@@ -90,7 +98,9 @@ def _swin_windows(model) -> dict:
         res = res // 2 if i else res
         w = min(res, model.window_size)
         for j in range(d):
-            out[("params", f"layers_{i}", f"blocks_{j}", "attn", "relative_position_bias_table")] = (w, w)
+            out[
+                ("params", f"layers_{i}", f"blocks_{j}", "attn", "relative_position_bias_table")
+            ] = (w, w)
     return out
 
 
@@ -98,9 +108,9 @@ def load_pretrained(arch: str, path: str, num_classes: int | None = 0, **overrid
     """Flax variables ({'params', 'batch_stats'?}) of `arch` from a torchvision/timm/official
     weights file, or from a directory written by `python -m fgvc_jax.convert`."""
     import os
+
     if os.path.isdir(os.path.expanduser(path)):
         from fgvc_jax.convert.store import restore
+
         return restore(path)
     return convert_state_dict(arch, read_state_dict(path), num_classes, **overrides)
-
-

@@ -3,8 +3,9 @@
 Every source tensor is used or explicitly dropped, every target variable is filled, and shapes
 are checked by name: all problems are collected and raised as one ConversionError.
 """
+
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import flax.traverse_util
 import jax
@@ -34,9 +35,14 @@ def flax_path(key: str, value: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]
     return ("params", *mod, leaf), value
 
 
-def convert(state_dict: dict[str, np.ndarray], target_shapes: dict, *,
-            drop: Callable[[str], bool], rename: Callable[[str], str] = lambda k: k,
-            windows: dict[tuple[str, ...], tuple[int, int]] | None = None) -> dict:
+def convert(
+    state_dict: dict[str, np.ndarray],
+    target_shapes: dict,
+    *,
+    drop: Callable[[str], bool],
+    rename: Callable[[str], str] = lambda k: k,
+    windows: dict[tuple[str, ...], tuple[int, int]] | None = None,
+) -> dict:
     """Fill `target_shapes` (a pytree of ShapeDtypeStruct, e.g. from jax.eval_shape(model.init))
     from `state_dict`. `drop(key)` marks source tensors dropped on purpose; `rename` maps
     release-specific keys to the canonical ones; `windows` gives, per relative-position bias
@@ -54,7 +60,9 @@ def convert(state_dict: dict[str, np.ndarray], target_shapes: dict, *,
         if path[-1] == "relative_position_bias_table" and value.shape != want and windows:
             value = resize_rel_pos_bias_table(value, windows[path])
         if value.shape != want:
-            mismatched.append(f"{key}: checkpoint {tuple(value.shape)}, model {'/'.join(path)} {want}")
+            mismatched.append(
+                f"{key}: checkpoint {tuple(value.shape)}, model {'/'.join(path)} {want}"
+            )
             continue
         filled[path] = np.asarray(value, dtype=target[path].dtype)
     missing = ["/".join(p) for p in target if p not in filled]

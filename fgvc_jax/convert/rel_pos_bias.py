@@ -2,6 +2,7 @@
 (`timm.layers.resize_rel_pos_bias_table`, from BEiT): the source offsets are spread on a
 geometric progression that spans the target offsets, then each head's (2W-1)² grid is
 interpolated linearly (clamped at the edges) at the integer target offsets."""
+
 import numpy as np
 
 
@@ -33,7 +34,9 @@ def resize_rel_pos_bias_table(table: np.ndarray, new_window: tuple[int, int]) ->
     n, heads = table.shape
     src = int(round(n**0.5))
     if src * src != n:
-        raise ValueError(f"relative_position_bias_table of {n} rows is not a square window's (2W-1)²")
+        raise ValueError(
+            f"relative_position_bias_table of {n} rows is not a square window's (2W-1)²"
+        )
     dst_h, dst_w = 2 * new_window[0] - 1, 2 * new_window[1] - 1
     if (src, src) == (dst_h, dst_w):
         return table

@@ -1,6 +1,7 @@
 """Read a PyTorch state dict into numpy: `.pth` via torch.load(weights_only=True) (needs torch),
 `.safetensors` without torch. Training checkpoints wrapping the weights in 'model',
 'state_dict' or 'state_dict_ema' are unwrapped; a DataParallel 'module.' prefix is removed."""
+
 import os
 
 import numpy as np
@@ -13,19 +14,26 @@ class ConversionError(ValueError):
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
-        raise ConversionError(f"no weights file at {path!r} (expected a torchvision/timm .pth or .safetensors)")
+        raise ConversionError(
+            f"no weights file at {path!r} (expected a torchvision/timm .pth or .safetensors)"
+        )
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
+
         sd = load_file(path)
     elif path.endswith((".pth", ".pt", ".bin")):
         try:
             import torch
         except ImportError as e:
-            raise ConversionError(f"reading {path!r} needs torch (pip install '.[torch]'), "
-                                  "or convert it to .safetensors first") from e
+            raise ConversionError(
+                f"reading {path!r} needs torch (pip install '.[torch]'), "
+                "or convert it to .safetensors first"
+            ) from e
         sd = torch.load(path, map_location="cpu", weights_only=True)
     else:
-        raise ConversionError(f"{path!r}: unknown weights format; expected .pth, .pt, .bin or .safetensors")
+        raise ConversionError(
+            f"{path!r}: unknown weights format; expected .pth, .pt, .bin or .safetensors"
+        )
     for wrapper in ("model", "state_dict", "state_dict_ema"):
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]

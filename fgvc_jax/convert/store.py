@@ -1,4 +1,5 @@
 """Converted variables on disk: an orbax checkpoint `DIR/variables` + `DIR/convert.json`."""
+
 import json
 import os
 
@@ -19,6 +20,8 @@ def save(out_dir: str, variables: dict, meta: dict) -> str:
 def restore(out_dir: str) -> dict:
     path = os.path.join(os.path.abspath(os.path.expanduser(out_dir)), "variables")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{out_dir!r} is not a converted checkpoint (no {path!r}); "
-                                "write one with `python -m fgvc_jax.convert --out DIR`")
+        raise FileNotFoundError(
+            f"{out_dir!r} is not a converted checkpoint (no {path!r}); "
+            "write one with `python -m fgvc_jax.convert --out DIR`"
+        )
     return ocp.StandardCheckpointer().restore(path)

@@ -7,6 +7,7 @@ with "operator torchvision::nms does not exist". Defining the two missing op sch
 the pure-Python models import; compiled ops stay unavailable, model numerics are unaffected
 (ENVIRONMENT.md). This is the only place that works around it.
 """
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -82,6 +83,7 @@ def torch_stages(model: torch.nn.Module, x_nhwc: np.ndarray) -> dict[str, np.nda
 def jax_stages(model: nn.Module, variables: dict, x_nhwc, train: bool = False) -> dict:
     """The same outputs from our flax backbone (eval mode unless train), as one jitted program
     (op-by-op dispatch of a DenseNet's hundreds of differently-shaped layers is slower)."""
+
     def f(m, x):
         out = {}
         x = m.stem(x, train) if hasattr(m, "stem") else m.embed(x)
@@ -91,9 +93,12 @@ def jax_stages(model: nn.Module, variables: dict, x_nhwc, train: bool = False) -
             out[f"stage{i}"] = x
         out["logits"] = m.head(x) if hasattr(m, "stem") else m.head(m.norm(x))
         return out
+
     return jax.jit(nn.apply(f, model))(variables, x_nhwc)
 
 
 def max_relative_errors(ours: dict, ref: dict) -> dict[str, float]:
     """max |ours - ref| / max |ref| per output."""
-    return {k: float(np.max(np.abs(np.asarray(ours[k]) - ref[k])) / np.max(np.abs(ref[k]))) for k in ref}
+    return {
+        k: float(np.max(np.abs(np.asarray(ours[k]) - ref[k])) / np.max(np.abs(ref[k]))) for k in ref
+    }

@@ -16,6 +16,7 @@ Resampling (rotation, RandAugment's shear/translate/rotate) is `dm_pix.affine_tr
 composes its own key splitting and draws inside each transform). The colour blends are
 PIL's `ImageEnhance` formulas, as the host path and timm's RandAugment use.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 
 STREAM = 0x61756721  # fold_in tag separating augmentation keys from the step's dropout keys
 FILL = (124.0, 116.0, 104.0)  # timm's RandAugment fill: the ImageNet mean ×255, rounded
-ERASE_AREA = (0.02, 1 / 3)    # random erasing (Zhong et al. 2020; timm RandomErasing)
+ERASE_AREA = (0.02, 1 / 3)  # random erasing (Zhong et al. 2020; timm RandomErasing)
 ERASE_RATIO = (0.3, 1 / 0.3)
 ERASE_ATTEMPTS = 10
 
@@ -46,6 +47,7 @@ def window_draws(keys: jax.Array, size: int, crop: int, center: bool = False) ->
     """The crop window (top y, left x) in [0, S − C] and the flip of each example key;
     `center` (data.train_crop='center', CRA-SMRA's "through the center") fixes the window
     at ((S − C) // 2, (S − C) // 2)."""
+
     def one(k):
         ky, kx, kf = jax.random.split(jax.random.fold_in(k, 0), 3)
         if center:
@@ -54,12 +56,18 @@ def window_draws(keys: jax.Array, size: int, crop: int, center: bool = False) ->
             y = jax.random.randint(ky, (), 0, size - crop + 1)
             x = jax.random.randint(kx, (), 0, size - crop + 1)
         return {"y": y, "x": x, "flip": jax.random.bernoulli(kf)}
+
     return jax.vmap(one)(keys)
 
 
 def _float_ops(config) -> bool:
-    return bool(config.rotation or config.color_jitter or config.randaugment_ops
-                or config.erase_prob or mixes(config))
+    return bool(
+        config.rotation
+        or config.color_jitter
+        or config.randaugment_ops
+        or config.erase_prob
+        or mixes(config)
+    )
 
 
 def mixes(config) -> bool:
@@ -74,12 +82,15 @@ def train_batch(images, labels, key, config, num_classes: int):
     b, s = images.shape[0], images.shape[1]
     c = int(config.crop)
     if images.ndim != 4 or images.shape[2] != s or images.shape[3] != 3 or s != config.resize:
-        raise ValueError(f"augment.train_batch: images of shape {images.shape}; expected "
-                         f"(B, {config.resize}, {config.resize}, 3) (data.resize).")
+        raise ValueError(
+            f"augment.train_batch: images of shape {images.shape}; expected "
+            f"(B, {config.resize}, {config.resize}, 3) (data.resize)."
+        )
     keys = example_keys(key, b)
     draws = window_draws(keys, s, c, config.get("train_crop", "random") == "center")
     out = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (c, c, 3)))(
-        images, draws["y"], draws["x"])
+        images, draws["y"], draws["x"]
+    )
     if config.flip:
         out = jnp.where(draws["flip"][:, None, None, None], out[:, :, ::-1], out)
     targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
@@ -96,7 +107,7 @@ def eval_batch(images, config):
     pixels, `preprocess.eval_image`)."""
     s, c = images.shape[1], int(config.eval_crop)
     o = (s - c) // 2
-    return images[:, o:o + c, o:o + c]
+    return images[:, o : o + c, o : o + c]
 
 
 def _photometric(x, key, config):
@@ -110,15 +121,20 @@ def _photometric(x, key, config):
         f = jax.random.uniform(k_jit, (3,), minval=lo, maxval=hi)
         x = color(contrast(brightness(x, f[0]), f[1]), f[2])
     if config.randaugment_ops:
-        x = randaugment(x, k_ra, int(config.randaugment_ops),
-                        float(config.randaugment_magnitude),
-                        float(config.randaugment_magnitude_std))
+        x = randaugment(
+            x,
+            k_ra,
+            int(config.randaugment_ops),
+            float(config.randaugment_magnitude),
+            float(config.randaugment_magnitude_std),
+        )
     if config.erase_prob:
         x = random_erase(x, k_er, float(config.erase_prob))
     return x
 
 
 # -- geometry (dm-pix resampling) ---------------------------------------------------------
+
 
 def _warp(x, m, fill):
     """Pull-resample x with the 2×3 (row, col) matrix m (output → input), bilinear, `fill`
@@ -142,6 +158,7 @@ def _rotation(degrees, shape):
 
 
 # -- PIL ImageEnhance / ImageOps on float 0..255 -------------------------------------------
+
 
 def _grey(x):
     """PIL's L = 0.299 R + 0.587 G + 0.114 B."""
@@ -170,10 +187,10 @@ def color(x, f):
 def sharpness(x, f):
     """PIL ImageEnhance.Sharpness: blend with the SMOOTH filter (3×3, centre 5, /13),
     border pixels unchanged."""
-    k = jnp.array([[1., 1., 1.], [1., 5., 1.], [1., 1., 1.]], jnp.float32) / 13.0
+    k = jnp.array([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], jnp.float32) / 13.0
     p = jnp.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
     h, w = x.shape[:2]
-    smooth = sum(k[i, j] * p[i:i + h, j:j + w] for i in range(3) for j in range(3))
+    smooth = sum(k[i, j] * p[i : i + h, j : j + w] for i in range(3) for j in range(3))
     inner = jnp.zeros((h, w, 1), bool).at[1:-1, 1:-1].set(True)
     return _blend(jnp.where(inner, jnp.round(smooth), x), x, f)
 
@@ -193,12 +210,14 @@ def autocontrast(x):
 def equalize(x):
     """PIL ImageOps.equalize: per channel, lut[i] = (step//2 + #values < i) // step,
     step = (N − count of the largest value present) // 255."""
+
     def channel(v):
         h = jnp.bincount(v.ravel(), length=256)
         last = h[255 - jnp.argmax(h[::-1] > 0)]
         step = (v.size - last) // 255
         lut = (step // 2 + jnp.cumsum(h) - h) // jnp.maximum(step, 1)
         return jnp.where(step > 0, jnp.minimum(lut[v], 255), v).astype(jnp.float32)
+
     v = _u8(x)
     return jnp.stack([channel(v[..., i]) for i in range(3)], axis=-1)
 
@@ -218,9 +237,19 @@ def solarize_add(x, add, threshold=128.0):
 
 # -- RandAugment (timm rand-m{M}-n{N}-mstd{σ}-inc1) ----------------------------------------
 
-_COLOR_OPS = ("Identity", "AutoContrast", "Equalize", "Invert", "PosterizeIncreasing",
-              "SolarizeIncreasing", "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing",
-              "BrightnessIncreasing", "SharpnessIncreasing")
+_COLOR_OPS = (
+    "Identity",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "PosterizeIncreasing",
+    "SolarizeIncreasing",
+    "SolarizeAdd",
+    "ColorIncreasing",
+    "ContrastIncreasing",
+    "BrightnessIncreasing",
+    "SharpnessIncreasing",
+)
 _GEOMETRIC_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 #: timm's _RAND_INCREASING_TRANSFORMS: 15 ops (Identity is our no-op for geometric picks).
 RAND_OPS = _COLOR_OPS[1:] + _GEOMETRIC_OPS
@@ -267,8 +296,11 @@ def randaugment(x, key, num_ops: int, magnitude: float, magnitude_std: float):
     for k in jax.random.split(key, num_ops):
         k_op, k_p, k_m, k_s = jax.random.split(k, 4)
         op = jax.random.randint(k_op, (), 0, len(RAND_OPS))
-        level = magnitude + magnitude_std * jax.random.normal(k_m, ()) if magnitude_std \
+        level = (
+            magnitude + magnitude_std * jax.random.normal(k_m, ())
+            if magnitude_std
             else jnp.asarray(magnitude, jnp.float32)
+        )
         level = jnp.clip(level, 0.0, 10.0)
         sign = jnp.where(jax.random.bernoulli(k_s), 1.0, -1.0)
         apply = jax.random.bernoulli(k_p)
@@ -282,16 +314,19 @@ def randaugment(x, key, num_ops: int, magnitude: float, magnitude_std: float):
 
 # -- random erasing -----------------------------------------------------------------------
 
+
 def erase_box(key, size: int, prob: float):
     """(top, left, h, w, on) of the erased rectangle: area ∈ ERASE_AREA of the image,
     aspect ratio log-uniform in ERASE_RATIO, the first of ERASE_ATTEMPTS draws that fits
     (timm RandomErasing); on = False with probability 1 − prob or when none fits."""
     k_p, k_a, k_r, k_y, k_x = jax.random.split(key, 5)
     n = ERASE_ATTEMPTS
-    area = size * size * jax.random.uniform(k_a, (n,), minval=ERASE_AREA[0],
-                                            maxval=ERASE_AREA[1])
-    ratio = jnp.exp(jax.random.uniform(k_r, (n,), minval=math.log(ERASE_RATIO[0]),
-                                       maxval=math.log(ERASE_RATIO[1])))
+    area = size * size * jax.random.uniform(k_a, (n,), minval=ERASE_AREA[0], maxval=ERASE_AREA[1])
+    ratio = jnp.exp(
+        jax.random.uniform(
+            k_r, (n,), minval=math.log(ERASE_RATIO[0]), maxval=math.log(ERASE_RATIO[1])
+        )
+    )
     h = jnp.round(jnp.sqrt(area * ratio)).astype(jnp.int32)
     w = jnp.round(jnp.sqrt(area / ratio)).astype(jnp.int32)
     fits = (h < size) & (w < size)
@@ -314,6 +349,7 @@ def random_erase(x, key, prob: float):
 
 
 # -- mixup / CutMix -----------------------------------------------------------------------
+
 
 def cutmix_box(key, lam, size: int):
     """timm rand_bbox: a box of side size·√(1 − λ) centred uniformly, clipped to the image;

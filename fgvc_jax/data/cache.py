@@ -17,6 +17,7 @@ another S lives in another folder and is never read for this one). It is written
 `.partial-*` folder renamed into place once complete, so an interrupted build is never
 reused.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -31,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fgvc_jax.runtime import processes
 from fgvc_jax.data import datasets, preprocess
 from fgvc_jax.data.errors import DataError
+from fgvc_jax.runtime import processes
 
 MODES = ("decoded", "none")
 FILTER = "bilinear"  # PIL's, as the host decode path
@@ -53,8 +54,9 @@ def applies(config) -> bool:
     """Whether `config` reads the decoded cache: data.cache 'decoded' and resize_mode
     'square' (the 'shorter' mode keeps decoding every step)."""
     if config.cache not in MODES:
-        raise DataError(f"config.data.cache={config.cache!r}; expected one of "
-                        f"{', '.join(map(repr, MODES))}.")
+        raise DataError(
+            f"config.data.cache={config.cache!r}; expected one of {', '.join(map(repr, MODES))}."
+        )
     return config.cache == "decoded" and config.resize_mode == "square"
 
 
@@ -66,10 +68,17 @@ def folder(config, split: str, size: int) -> Path:
 
 def _meta(config, split: str, size: int, count: int) -> dict:
     b = datasets.builder(config)
-    return {"dataset": config.name, "builder": b.name, "version": str(b.info.version),
-            "builder_config": b.builder_config.name if b.builder_config else None,
-            "split": split, "size": size, "resize_mode": "square", "filter": FILTER,
-            "count": count}
+    return {
+        "dataset": config.name,
+        "builder": b.name,
+        "version": str(b.info.version),
+        "builder_config": b.builder_config.name if b.builder_config else None,
+        "split": split,
+        "size": size,
+        "resize_mode": "square",
+        "filter": FILTER,
+        "count": count,
+    }
 
 
 def _valid(path: Path, meta: dict) -> bool:
@@ -119,7 +128,7 @@ def _build(source, path: Path, meta: dict, workers: int) -> None:
 
     def task(i):
         record = source[i]
-        images[i] = preprocess.square_image(record["image"], s)
+        images[i] = preprocess.square_image(record["image"], s)  # noqa: F821 (deleted after the pool)
         labels[i] = int(record["label"])
 
     try:
@@ -138,5 +147,8 @@ def _build(source, path: Path, meta: dict, workers: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     gib = (n * s * s * 3) / 2**30
-    print(f"Decoded cache {path}: {n} images {s}x{s}x3 uint8, {gib:.2f} GiB, built in "
-          f"{time.perf_counter() - t0:.0f} s.", flush=True)
+    print(
+        f"Decoded cache {path}: {n} images {s}x{s}x3 uint8, {gib:.2f} GiB, built in "
+        f"{time.perf_counter() - t0:.0f} s.",
+        flush=True,
+    )

@@ -1,4 +1,5 @@
 """Config name → prepared TFDS builder: catalog or project builder, offline files first."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,16 +57,23 @@ def _dirs(config) -> tuple[Path, Path]:
 
 def _folder_builder(config, **kw):
     if not config.folder_root:
-        raise DataError("Dataset 'folder' needs config.folder_root: a folder laid out as "
-                        "root/<split>/<class>/*.jpg.")
+        raise DataError(
+            "Dataset 'folder' needs config.folder_root: a folder laid out as "
+            "root/<split>/<class>/*.jpg."
+        )
     root = Path(os.path.expanduser(config.folder_root)).resolve()
     if not root.is_dir():
-        raise DataError(f"config.folder_root={root} is not a folder (expected "
-                        "root/<split>/<class>/*.jpg).")
+        raise DataError(
+            f"config.folder_root={root} is not a folder (expected root/<split>/<class>/*.jpg)."
+        )
     slug = re.sub(r"[^a-z0-9_]", "_", root.name.lower())[:40]
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-    return folder.ImageFolder(source=root, skip_corrupt=config.skip_corrupt,
-                              config=tfds.core.BuilderConfig(name=f"{slug}_{digest}"), **kw)
+    return folder.ImageFolder(
+        source=root,
+        skip_corrupt=config.skip_corrupt,
+        config=tfds.core.BuilderConfig(name=f"{slug}_{digest}"),
+        **kw,
+    )
 
 
 _BUILDERS: dict[tuple, tfds.core.DatasetBuilder] = {}
@@ -74,8 +82,14 @@ _BUILDERS: dict[tuple, tfds.core.DatasetBuilder] = {}
 def builder(config) -> tfds.core.DatasetBuilder:
     """The prepared builder of `config.name`; prepares it first if needed (idempotent)."""
     check_name(config.name)
-    key = (config.name, config.data_dir, config.manual_dir, config.folder_root,
-           config.label_level, tuple(sorted(config.synthetic.items())))
+    key = (
+        config.name,
+        config.data_dir,
+        config.manual_dir,
+        config.folder_root,
+        config.label_level,
+        tuple(sorted(config.synthetic.items())),
+    )
     if key not in _BUILDERS:
         _BUILDERS[key] = _prepared_builder(config)
     return _BUILDERS[key]
@@ -95,8 +109,10 @@ def _prepared_builder(config) -> tfds.core.DatasetBuilder:
         cls = _PROJECT[config.name]
         if cls is aircraft.FGVCAircraft:
             if config.label_level not in LABEL_LEVELS:
-                raise DataError(f"config.label_level={config.label_level!r}; expected one of "
-                                f"{', '.join(LABEL_LEVELS)}.")
+                raise DataError(
+                    f"config.label_level={config.label_level!r}; expected one of "
+                    f"{', '.join(LABEL_LEVELS)}."
+                )
             kw["config"] = config.label_level
         b = cls(**kw)
         if not b.is_prepared():
@@ -113,35 +129,48 @@ def _folder_changed(b) -> bool:
     if then == now:
         return False
     counts = f"{then['images']} images then, {now['images']} now" if then else "no fingerprint"
-    logging.warning("The folder %s changed since its dataset was prepared (images added, "
-                    "removed or modified; %s): rebuilding the dataset in %s.",
-                    b._source, counts, b.data_dir)
+    logging.warning(
+        "The folder %s changed since its dataset was prepared (images added, "
+        "removed or modified; %s): rebuilding the dataset in %s.",
+        b._source,
+        counts,
+        b.data_dir,
+    )
     return True
 
 
 def _prepare_release(config, cls, b, manual, extract_root, kw):
     """Catalog data already there, else the user's files, else a catalog download."""
     catalog = _CATALOG.get(config.name)
-    cb = tfds.builder(catalog, data_dir=kw["data_dir"], file_format="array_record") \
-        if catalog else None
+    cb = (
+        tfds.builder(catalog, data_dir=kw["data_dir"], file_format="array_record")
+        if catalog
+        else None
+    )
     if cb is not None and cb.is_prepared():
         return cb
     source = cls.locate(manual, extract_root / config.name)
     if source is not None:
         return cls(source=source, skip_corrupt=config.skip_corrupt, **kw)
-    missing = (f"Dataset {config.name!r} not found. Put {cls.EXPECTED} in {manual} "
-               "(or set config.data.manual_dir to the folder that holds them).")
+    missing = (
+        f"Dataset {config.name!r} not found. Put {cls.EXPECTED} in {manual} "
+        "(or set config.data.manual_dir to the folder that holds them)."
+    )
     if cb is not None and config.download and not _reachable(cb.info.homepage):
-        raise DataError(f"{missing} The TFDS catalog download of {catalog!r} is not possible: "
-                        f"{urllib.parse.urlparse(cb.info.homepage).hostname} cannot be reached "
-                        "(no network?).")
+        raise DataError(
+            f"{missing} The TFDS catalog download of {catalog!r} is not possible: "
+            f"{urllib.parse.urlparse(cb.info.homepage).hostname} cannot be reached "
+            "(no network?)."
+        )
     if cb is not None and config.download:
         try:
             cb.download_and_prepare()
             return cb
         except Exception as e:  # no network on compute nodes, dead links, ...
-            raise DataError(f"{missing} The TFDS catalog download of {catalog!r} failed too: "
-                            f"{type(e).__name__}: {e}") from e
+            raise DataError(
+                f"{missing} The TFDS catalog download of {catalog!r} failed too: "
+                f"{type(e).__name__}: {e}"
+            ) from e
     raise DataError(missing)
 
 
@@ -160,12 +189,25 @@ def _reachable(url: str, timeout: float = 5.0) -> bool:
 def info(b: tfds.core.DatasetBuilder, name: str) -> DatasetInfo:
     names = list(b.info.features["label"].names)
     sizes = {k: v.num_examples for k, v in b.info.splits.items()}
-    identity = json.dumps([name, str(b.info.version), names, sorted(sizes.items()),
-                           (b.info.metadata or {}).get("fingerprint")], sort_keys=True,
-                          default=str)
-    return DatasetInfo(name=name, num_classes=len(names), class_names=names,
-                       num_examples=sizes, version=str(b.info.version),
-                       fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:16])
+    identity = json.dumps(
+        [
+            name,
+            str(b.info.version),
+            names,
+            sorted(sizes.items()),
+            (b.info.metadata or {}).get("fingerprint"),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return DatasetInfo(
+        name=name,
+        num_classes=len(names),
+        class_names=names,
+        num_examples=sizes,
+        version=str(b.info.version),
+        fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:16],
+    )
 
 
 def prepare(config) -> DatasetInfo:
@@ -185,15 +227,20 @@ def check_splits(config) -> None:
     config.test_split name splits of the prepared dataset (the message names the missing
     split and the splits there are)."""
     have = sorted(builder(config).info.splits)
-    where = (f" (the splits of a 'folder' dataset are the sub-folders of {config.folder_root})"
-             if config.name == "folder" else "")
+    where = (
+        f" (the splits of a 'folder' dataset are the sub-folders of {config.folder_root})"
+        if config.name == "folder"
+        else ""
+    )
     for key in ("train_split", "val_split", "test_split"):
         if not config.get(key):
             continue
         missing = [s for s in _split_names(config[key]) if s not in have]
         if missing:
-            raise DataError(f"config.{key}={config[key]!r}: dataset {config.name!r} has no split "
-                            f"{missing[0]!r}; it has {', '.join(have)}{where}.")
+            raise DataError(
+                f"config.{key}={config[key]!r}: dataset {config.name!r} has no split "
+                f"{missing[0]!r}; it has {', '.join(have)}{where}."
+            )
 
 
 def data_source(config, split: str):
@@ -206,8 +253,13 @@ def data_source(config, split: str):
         return splits.carved_source(split, base, Path(b.data_dir), config.get("val_seed", 0))
     base_split = re.split(r"[\[+]", split)[0]
     if base_split not in b.info.splits:
-        raise DataError(f"Dataset {config.name!r} has no split {split!r}; it has "
-                        f"{', '.join(sorted(b.info.splits))}.")
-    skip = {k: tfds.decode.SkipDecoding() for k, f in b.info.features.items()
-            if isinstance(f, tfds.features.Image)}
+        raise DataError(
+            f"Dataset {config.name!r} has no split {split!r}; it has "
+            f"{', '.join(sorted(b.info.splits))}."
+        )
+    skip = {
+        k: tfds.decode.SkipDecoding()
+        for k, f in b.info.features.items()
+        if isinstance(f, tfds.features.Image)
+    }
     return b.as_data_source(split, decoders=skip)

@@ -14,12 +14,13 @@ tools.
 - CMYK, YCbCr, P, L, 1, ... are converted to RGB by PIL's conversions (no ICC colour
   management).
 """
+
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -30,10 +31,15 @@ BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white
 #: The file names taken as images, in dataset folders and by the tools.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _ORIENTATION = 0x0112
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}  # as PIL.ImageOps.exif_transpose
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # as PIL.ImageOps.exif_transpose
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 Draft = Callable[[int, int], tuple[int, int]]
@@ -47,8 +53,7 @@ def decode(source, *, name: str | None = None) -> np.ndarray:
     return np.asarray(open_as_seen(source, name=name), dtype=np.uint8)
 
 
-def open_as_seen(source, *, name: str | None = None, draft: Draft | None = None
-                 ) -> Image.Image:
+def open_as_seen(source, *, name: str | None = None, draft: Draft | None = None) -> Image.Image:
     """`decode` as a loaded RGB PIL image. `draft(w, h)` (the size as seen) → (tw, th), the
     size the caller will resize to: a JPEG is then decoded at the smallest DCT scale that
     keeps it at least that large (`PIL.Image.draft`), as in the stored orientation."""

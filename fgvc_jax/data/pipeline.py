@@ -14,6 +14,7 @@ of the same examples, cropped and augmented on the device from (seed, step)
 (`augment.train_batch`); evaluation batches are the center C×C slices of the cache, the
 pixels of the decode path.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,7 +22,7 @@ import concurrent.futures
 import functools
 import os
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from fgvc_jax.data.errors import DataError
 def _processes(process_index, process_count) -> tuple[int, int]:
     if process_index is None or process_count is None:
         import jax
+
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
@@ -41,8 +43,10 @@ def _processes(process_index, process_count) -> tuple[int, int]:
 
 def _local_batch(global_batch_size: int, process_count: int) -> int:
     if global_batch_size <= 0 or global_batch_size % process_count:
-        raise DataError(f"global_batch_size={global_batch_size} must be a positive multiple of "
-                        f"the process count {process_count}.")
+        raise DataError(
+            f"global_batch_size={global_batch_size} must be a positive multiple of "
+            f"the process count {process_count}."
+        )
     return global_batch_size // process_count
 
 
@@ -51,13 +55,15 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _load(source, batches, decode: Callable, crop: int, workers: int,
-          prefetch: int) -> Iterator[dict]:
+def _load(
+    source, batches, decode: Callable, crop: int, workers: int, prefetch: int
+) -> Iterator[dict]:
     """Runs `decode(record_image, key)` for each (index, key) of each batch, in order.
 
     `batches` yields (indices, keys, size): the examples of this process's batch and the
     batch size to pad to (padding: zero images, label 0, mask False).
     """
+
     def task(index, key):
         record = source[int(index)]
         return decode(record["image"], key), int(record["label"])
@@ -86,8 +92,9 @@ def _collect(futures, size: int, crop: int) -> dict:
     return {"image": images, "label": labels, "mask": mask}
 
 
-def _load_cached(decoded: cache.Cache, batches, crop: int | None, workers: int,
-                 prefetch: int) -> Iterator[dict]:
+def _load_cached(
+    decoded: cache.Cache, batches, crop: int | None, workers: int, prefetch: int
+) -> Iterator[dict]:
     """Gathers each batch of `batches` (indices, _, size) from the cache, in order; `crop`:
     the center crop C of each S×S image, None for the whole image. Each batch is copied by
     `workers` threads (numpy releases the GIL), `prefetch` batches ahead."""
@@ -98,13 +105,13 @@ def _load_cached(decoded: cache.Cache, batches, crop: int | None, workers: int,
 
     def copy(out, indices, rows):
         for j in rows:
-            out[j] = decoded.images[indices[j], o:o + c, o:o + c]
+            out[j] = decoded.images[indices[j], o : o + c, o : o + c]
 
     def submit(indices, size):
         indices = np.asarray(indices, np.int64)
         out = np.zeros((size, c, c, 3), np.uint8)
         labels = np.zeros((size,), np.int32)
-        labels[:len(indices)] = decoded.labels[indices]
+        labels[: len(indices)] = decoded.labels[indices]
         parts = np.array_split(np.arange(len(indices)), min(workers, max(1, len(indices))))
         futures = [pool.submit(copy, out, indices, rows) for rows in parts]
         return futures, {"image": out, "label": labels, "mask": np.arange(size) < len(indices)}
@@ -128,56 +135,78 @@ def _load_cached(decoded: cache.Cache, batches, crop: int | None, workers: int,
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def train_iterator(config, *, global_batch_size: int, seed: int, start_step: int = 0,
-                   process_index: int | None = None,
-                   process_count: int | None = None) -> Iterator[dict]:
+def train_iterator(
+    config,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict]:
     """Endless host-local training batches {image uint8 (L, C, C, 3), label int32 (L,)};
     with the decoded cache the images are the uncropped (L, S, S, 3), for
     `augment.train_batch` on the device."""
     p, count = _processes(process_index, process_count)
     local = _local_batch(global_batch_size, count)
     aug = preprocess.Augment.train(config)
-    decoded = (cache.load(config, config.train_split, config.resize, config.num_workers)
-               if cache.applies(config) else None)
-    source = decoded if decoded is not None else datasets.data_source(config,
-                                                                      config.train_split)
+    decoded = (
+        cache.load(config, config.train_split, config.resize, config.num_workers)
+        if cache.applies(config)
+        else None
+    )
+    source = decoded if decoded is not None else datasets.data_source(config, config.train_split)
     n = len(source)
     steps_per_epoch = n // global_batch_size
     if steps_per_epoch == 0:
-        raise DataError(f"Split {config.train_split!r} has {n} examples, fewer than one global "
-                        f"batch of {global_batch_size}.")
+        raise DataError(
+            f"Split {config.train_split!r} has {n} examples, fewer than one global "
+            f"batch of {global_batch_size}."
+        )
 
     def batches():
         step = start_step
         while True:
             epoch, b = divmod(step, steps_per_epoch)
-            positions = np.arange(b * global_batch_size + p * local,
-                                  b * global_batch_size + (p + 1) * local)
-            yield (epoch_permutation(seed, epoch, n)[positions],
-                   [(seed, epoch, int(q)) for q in positions], local)
+            positions = np.arange(
+                b * global_batch_size + p * local, b * global_batch_size + (p + 1) * local
+            )
+            yield (
+                epoch_permutation(seed, epoch, n)[positions],
+                [(seed, epoch, int(q)) for q in positions],
+                local,
+            )
             step += 1
 
     def decode(data, key):
         return preprocess.train_image(data, np.random.default_rng(key), aug)
 
-    loaded = (_load_cached(decoded, batches(), None, config.num_workers, config.prefetch)
-              if decoded is not None else
-              _load(source, batches(), decode, aug.crop, config.num_workers, config.prefetch))
+    loaded = (
+        _load_cached(decoded, batches(), None, config.num_workers, config.prefetch)
+        if decoded is not None
+        else _load(source, batches(), decode, aug.crop, config.num_workers, config.prefetch)
+    )
     for batch in loaded:
         del batch["mask"]
         yield batch
 
 
-def eval_iterator(config, *, split: str | None = None, global_batch_size: int,
-                  process_index: int | None = None,
-                  process_count: int | None = None) -> Iterator[dict]:
+def eval_iterator(
+    config,
+    *,
+    split: str | None = None,
+    global_batch_size: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Iterator[dict]:
     """The whole split once, in order: {image, label, mask}; mask is False on padding."""
     p, count = _processes(process_index, process_count)
     local = _local_batch(global_batch_size, count)
     split = split or config.test_split
     aug = preprocess.Augment.eval(config)
-    decoded = (cache.load(config, split, aug.resize, config.num_workers)
-               if cache.applies(config) else None)
+    decoded = (
+        cache.load(config, split, aug.resize, config.num_workers) if cache.applies(config) else None
+    )
     source = decoded if decoded is not None else datasets.data_source(config, split)
     n = len(source)
 
@@ -188,8 +217,13 @@ def eval_iterator(config, *, split: str | None = None, global_batch_size: int,
             yield range(lo, hi), [None] * (hi - lo), local
 
     if decoded is not None:
-        yield from _load_cached(decoded, batches(), aug.crop, config.num_workers,
-                                config.prefetch)
+        yield from _load_cached(decoded, batches(), aug.crop, config.num_workers, config.prefetch)
         return
-    yield from _load(source, batches(), lambda data, _: preprocess.eval_image(data, aug),
-                     aug.crop, config.num_workers, config.prefetch)
+    yield from _load(
+        source,
+        batches(),
+        lambda data, _: preprocess.eval_image(data, aug),
+        aug.crop,
+        config.num_workers,
+        config.prefetch,
+    )

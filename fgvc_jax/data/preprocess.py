@@ -6,6 +6,7 @@ mode resizes only the crop window's box to C×C (PIL `resize(box=...)`), one res
 that matches resizing first up to ±1 grey level (PIL's pass order can differ). JPEGs much
 larger than S are decoded at a reduced DCT scale (`draft`), never below S.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,31 +23,38 @@ from fgvc_jax.data.errors import DataError
 class Augment:
     resize: int
     crop: int
-    mode: str = "square"      # "square" (S×S) or "shorter" (shorter side → S)
+    mode: str = "square"  # "square" (S×S) or "shorter" (shorter side → S)
     flip: bool = False
-    rotation: float = 0.0     # max degrees
+    rotation: float = 0.0  # max degrees
     color_jitter: float = 0.0
     center_crop: bool = False  # data.train_crop='center'
 
     @classmethod
-    def train(cls, config) -> "Augment":
+    def train(cls, config) -> Augment:
         crop = config.get("train_crop", "random")
         if crop not in ("random", "center"):
             raise DataError(f"config.data.train_crop={crop!r}; expected 'random' or 'center'.")
-        return cls(config.resize, config.crop, config.resize_mode, config.flip,
-                   float(config.rotation), float(config.color_jitter),
-                   crop == "center").checked()
+        return cls(
+            config.resize,
+            config.crop,
+            config.resize_mode,
+            config.flip,
+            float(config.rotation),
+            float(config.color_jitter),
+            crop == "center",
+        ).checked()
 
     @classmethod
-    def eval(cls, config) -> "Augment":
+    def eval(cls, config) -> Augment:
         return cls(config.eval_resize, config.eval_crop, config.resize_mode).checked()
 
-    def checked(self) -> "Augment":
+    def checked(self) -> Augment:
         if self.mode not in ("square", "shorter"):
             raise DataError(f"config.resize_mode={self.mode!r}; expected 'square' or 'shorter'.")
         if not 0 < self.crop <= self.resize:
             raise DataError(
-                f"Crop {self.crop} must be positive and at most the resize {self.resize}.")
+                f"Crop {self.crop} must be positive and at most the resize {self.resize}."
+            )
         return self
 
 
@@ -56,9 +64,14 @@ def _open(data: bytes, aug: Augment) -> tuple[Image.Image, int, int]:
     target = []
 
     def draft(w, h):
-        target.append((aug.resize, aug.resize) if aug.mode == "square" else (
-            max(aug.crop, round(w * aug.resize / min(w, h))),
-            max(aug.crop, round(h * aug.resize / min(w, h)))))
+        target.append(
+            (aug.resize, aug.resize)
+            if aug.mode == "square"
+            else (
+                max(aug.crop, round(w * aug.resize / min(w, h))),
+                max(aug.crop, round(h * aug.resize / min(w, h))),
+            )
+        )
         return target[0]
 
     im = images.open_as_seen(data, draft=draft)

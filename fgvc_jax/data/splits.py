@@ -9,6 +9,7 @@
 - `data.val_fraction` = 0: the papers' protocol — fit on everything (train + the official
   val split, e.g. FGVC-Aircraft's 'trainval'), evaluate on the test split.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,8 @@ _CARVED = re.compile(r"^(?P<base>[^~]+)~(?P<part>fit|val)@(?P<fraction>[0-9.]+)$
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    fit: str             # what the run trains on
-    val: str | None      # periodic evaluation and best checkpoint; None: the test split
+    fit: str  # what the run trains on
+    val: str | None  # periodic evaluation and best checkpoint; None: the test split
     test: str
 
 
@@ -42,8 +43,9 @@ def resolve(config) -> Splits:
     if official:
         return Splits(fit=config.train_split, val=official, test=config.test_split)
     base = config.train_split
-    return Splits(fit=f"{base}~fit@{fraction:g}", val=f"{base}~val@{fraction:g}",
-                  test=config.test_split)
+    return Splits(
+        fit=f"{base}~fit@{fraction:g}", val=f"{base}~val@{fraction:g}", test=config.test_split
+    )
 
 
 def size(split: str, num_examples: dict[str, int], source) -> int:

@@ -4,6 +4,7 @@ All blocks take NHWC feature maps (B, H, W, C) and return the same shape unless 
 Modules with `return_map=True` return the attention map instead of the reweighted input
 (MA and CRAM build on the maps).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,8 +37,9 @@ class SE(nn.Module):
     def __call__(self, x):
         c = x.shape[-1]
         s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        s = nn.Dense(_hidden(c, self.reduction), dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="fc1")(s)
+        s = nn.Dense(
+            _hidden(c, self.reduction), dtype=self.dtype, param_dtype=self.param_dtype, name="fc1"
+        )(s)
         s = nn.relu(s)
         s = nn.Dense(c, dtype=self.dtype, param_dtype=self.param_dtype, name="fc2")(s)
         w = nn.sigmoid(s)  # (B, 1, 1, C)
@@ -56,10 +58,16 @@ class CBAMChannel(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        fc1 = nn.Dense(_hidden(c, self.reduction), use_bias=False, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name="fc1")
-        fc2 = nn.Dense(c, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                       name="fc2")
+        fc1 = nn.Dense(
+            _hidden(c, self.reduction),
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="fc1",
+        )
+        fc2 = nn.Dense(
+            c, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name="fc2"
+        )
 
         def mlp(v):
             return fc2(nn.relu(fc1(v)))
@@ -83,17 +91,26 @@ class CBAMSpatial(nn.Module):
     @nn.compact
     def __call__(self, x):
         k = self.kernel_size
-        pooled = jnp.concatenate([jnp.mean(x, axis=-1, keepdims=True),
-                                  jnp.max(x, axis=-1, keepdims=True)], axis=-1)
-        s = nn.Conv(1, (k, k), padding=[(k // 2, k // 2)] * 2, use_bias=False, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="conv")(pooled)
+        pooled = jnp.concatenate(
+            [jnp.mean(x, axis=-1, keepdims=True), jnp.max(x, axis=-1, keepdims=True)], axis=-1
+        )
+        s = nn.Conv(
+            1,
+            (k, k),
+            padding=[(k // 2, k // 2)] * 2,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(pooled)
         s = nn.sigmoid(s)  # (B, H, W, 1)
         return s if self.return_map else x * s
 
 
 def _conv1x1(features, name, dtype, param_dtype, use_bias=True):
-    return nn.Conv(features, (1, 1), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                   name=name)
+    return nn.Conv(
+        features, (1, 1), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name
+    )
 
 
 def _position_attention(x, reduction, scaled, dtype, param_dtype):

@@ -2,6 +2,7 @@
 enhances a stage's features for its head and suppresses its most important channels for the
 next stage. The paper's text survives, its equations do not: where it is silent, the reading
 of FBSD's public code (Song & Yang, IJCNN 2021) is the choice."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,9 +31,16 @@ class ConvBNReLU(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         k, p = self.kernel_size, self.kernel_size // 2
-        x = nn.Conv(self.features, (k, k), strides=self.strides, padding=[(p, p), (p, p)],
-                    use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="conv")(x)
+        x = nn.Conv(
+            self.features,
+            (k, k),
+            strides=self.strides,
+            padding=[(p, p), (p, p)],
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
         x = BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x, train)
         return nn.relu(x)
 
@@ -49,15 +57,15 @@ def suppression_indicator(importance, delta: float = 0.9):
     return jax.lax.stop_gradient((p >= delta * top).astype(importance.dtype))
 
 
-def suppression_mask(importance, omega: float = 0.5, delta: float = 0.9,
-                     form: str = "scale"):
+def suppression_mask(importance, omega: float = 0.5, delta: float = 0.9, form: str = "scale"):
     """S (B, 1, 1, C) from the indicator (ω = the paper's "degree of suppression"):
     'scale' (choice, FBSD's `clamp((p < max p), min=ω)` reading): S_c = ω where selected, else
     1; 'subtract': S_c = 1 − ω·𝟙[selected]. The two agree at ω = 0.5."""
     ind = suppression_indicator(importance, delta)
     if form == "scale":
         return jnp.where(ind > 0, jnp.asarray(omega, importance.dtype), 1.0).astype(
-            importance.dtype)
+            importance.dtype
+        )
     if form == "subtract":
         return 1.0 - omega * ind
     raise ValueError(f"method.suppress_form={form!r}; valid: {', '.join(SUPPRESS_FORMS)}")
@@ -92,8 +100,9 @@ class CRAM(nn.Module):
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if self.channel_block not in CHANNEL_BLOCKS:
-            raise ValueError(f"method.channel_block={self.channel_block!r}; valid: "
-                             f"{', '.join(CHANNEL_BLOCKS)}")
+            raise ValueError(
+                f"method.channel_block={self.channel_block!r}; valid: {', '.join(CHANNEL_BLOCKS)}"
+            )
         importance = CBAMChannel(self.reduction, return_map=True, name="channel", **kw)(x)
         attended = x * importance
         if self.channel_block == "cbam":
@@ -101,11 +110,17 @@ class CRAM(nn.Module):
         e = ConvBNReLU(self.mid, 1, name="conv_layer1", **kw)(attended, train)
         e = ConvBNReLU(self.out, 3, name="conv_layer2", **kw)(e, train)
         if self.channel_block == "cram" and (train or self.suppress_at_eval):
-            s = x * suppression_mask(importance, self.omega, self.delta,
-                                     self.suppress_form).astype(x.dtype)
+            s = x * suppression_mask(importance, self.omega, self.delta, self.suppress_form).astype(
+                x.dtype
+            )
             count = jnp.sum(suppression_indicator(importance, self.delta), axis=-1)
-            self.sow("metrics", "suppressed_channels", jnp.mean(count.astype(jnp.float32)),
-                     init_fn=lambda: 0.0, reduce_fn=lambda _, new: new)
+            self.sow(
+                "metrics",
+                "suppressed_channels",
+                jnp.mean(count.astype(jnp.float32)),
+                init_fn=lambda: 0.0,
+                reduce_fn=lambda _, new: new,
+            )
         else:
             s = x
         return e, s

@@ -1,6 +1,7 @@
 """SwinFC's branch attention EACA = external attention + cross-space attention
 (docs/methods.md §4 "EACA"). Inputs are NHWC token maps (B, H, W, C); tokens are taken in raster
 order (N = H·W)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from fgvc_jax.runtime.precision import upcast
 
 Dtype = Any
@@ -28,12 +30,20 @@ class ExternalAttention(nn.Module):
     def __call__(self, x):
         b, h, w, c = x.shape
         t = x.reshape(b, h * w, c)
-        a = nn.Conv(self.memory, (3,), padding=[(1, 1)], use_bias=False, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="mk")(t)  # (B, N, M)
+        a = nn.Conv(
+            self.memory,
+            (3,),
+            padding=[(1, 1)],
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="mk",
+        )(t)  # (B, N, M)
         a = jax.nn.softmax(upcast(a), axis=1)
         a = a / (jnp.sum(a, axis=2, keepdims=True) + self.eps)
         out = nn.Dense(c, dtype=self.dtype, param_dtype=self.param_dtype, name="mv")(
-            a.astype(self.dtype))
+            a.astype(self.dtype)
+        )
         return x + out.reshape(b, h, w, c)
 
 

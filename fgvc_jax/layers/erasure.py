@@ -1,4 +1,5 @@
 """EA: attention erasure of MA-EA (docs/methods.md §3 "EA")."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,8 +51,12 @@ class MAEA(nn.Module):
 
     @nn.compact
     def __call__(self, f):
-        ma = dict(reduction=self.reduction, residual=self.residual, dtype=self.dtype,
-                  param_dtype=self.param_dtype)
+        ma = dict(
+            reduction=self.reduction,
+            residual=self.residual,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         out, m = HybridAttention(**ma, name="ma")(f)
         outs, maps = [out], [m]
         base = f

@@ -1,12 +1,15 @@
 """FFM: the feature fusion module of SwinFC (Computer Engineering and Applications 2023,
 59(20), Eq. 7-12), after FBSD (Song & Yang, IJCNN 2021)."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from fgvc_jax.runtime.precision import upcast
 
 Dtype = Any
@@ -37,8 +40,9 @@ class FFM(nn.Module):
     @nn.compact
     def __call__(self, xs: Sequence[jax.Array]):
         if self.similarity not in SIMILARITIES:
-            raise ValueError(f"method.ffm_similarity={self.similarity!r}; valid: "
-                             f"{', '.join(SIMILARITIES)}")
+            raise ValueError(
+                f"method.ffm_similarity={self.similarity!r}; valid: {', '.join(SIMILARITIES)}"
+            )
         toks = [x.reshape(x.shape[0], -1, x.shape[-1]) for x in xs]
         keys = [upcast(t) for t in toks]
         if self.similarity == "cosine":

@@ -1,4 +1,5 @@
 """MA: the hybrid (channel x spatial) attention of MA-EA (docs/methods.md §3 "MA")."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,10 +26,16 @@ class HybridAttention(nn.Module):
 
     @nn.compact
     def __call__(self, f):
-        m_c = SE(self.reduction, return_map=True, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name="channel")(f)
-        m_s = CBAMSpatial(return_map=True, dtype=self.dtype, param_dtype=self.param_dtype,
-                          name="spatial")(f)
+        m_c = SE(
+            self.reduction,
+            return_map=True,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="channel",
+        )(f)
+        m_s = CBAMSpatial(
+            return_map=True, dtype=self.dtype, param_dtype=self.param_dtype, name="spatial"
+        )(f)
         m = m_c * m_s
         out = f + f * m if self.residual else f * m
         return out, m

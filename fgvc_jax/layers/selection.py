@@ -1,7 +1,8 @@
 """FSM: the feature selection module of SwinFC (docs/methods.md §4 "FSM"; loss only)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -1,9 +1,11 @@
 """SMRAM: the spatial multi-region attention of CRA-SMRA (Neural Processing Letters 57:43,
 2025), acting only through the diversity loss (the paper: "average pooling, batch
 normalization, softmax, CCMP and diversity loss")."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -48,8 +50,9 @@ class SMRAM(nn.Module):
                 x = ConvBNReLU(x.shape[-1], 3, strides=2, name=f"down{s}_{i}", **kw)(x, train)
                 i += 1
             if x.shape[1:3] != maps[-1].shape[1:3]:
-                raise ValueError(f"SMRAM: map {s} reaches {x.shape[1:3]}, "
-                                 f"expected {maps[-1].shape[1:3]}")
+                raise ValueError(
+                    f"SMRAM: map {s} reaches {x.shape[1:3]}, expected {maps[-1].shape[1:3]}"
+                )
             logit = nn.Conv(1, (1, 1), name=f"phi{s}", **kw)(x)  # (B, H, W, 1)
             logit = upcast(logit.reshape(x.shape[0], -1))
             probs.append(jax.nn.softmax(logit, axis=-1))

@@ -2,6 +2,7 @@
 (as big_vision's `u.steps`), an epoch being one pass over the split actually trained on (the
 fit split of `fgvc_jax.data.splits`: e.g. FGVC-Aircraft's 'train+val' under the papers'
 protocol, the training split less the carved validation images otherwise)."""
+
 from __future__ import annotations
 
 import math

@@ -12,10 +12,12 @@
 The learning rate of every group is injected into the optimizer state, so the effective rates
 can be read back (`learning_rates`) and logged.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,18 +55,22 @@ def regex_mask(params: Any, regex: str) -> Any:
     return traverse_util.unflatten_dict({k: bool(rx.search(param_path(k))) for k in flat})
 
 
-def make_schedule(config: ml_collections.ConfigDict, peak: float, total_steps: int,
-                  warmup_steps: int) -> optax.Schedule:
+def make_schedule(
+    config: ml_collections.ConfigDict, peak: float, total_steps: int, warmup_steps: int
+) -> optax.Schedule:
     """Linear warmup from 0 to `peak`, then cosine to `peak * end_factor` at `total_steps`
     (or constant)."""
     if config.schedule not in SCHEDULES:
-        raise ValueError(f"config.optim.schedule={config.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        raise ValueError(
+            f"config.optim.schedule={config.schedule!r}; valid: {', '.join(SCHEDULES)}"
+        )
     warmup_steps = min(int(warmup_steps), max(total_steps - 1, 0))
     if config.schedule == "constant":
         after = optax.constant_schedule(peak)
     else:
-        after = optax.cosine_decay_schedule(peak, max(total_steps - warmup_steps, 1),
-                                            alpha=config.get("end_factor", 0.0))
+        after = optax.cosine_decay_schedule(
+            peak, max(total_steps - warmup_steps, 1), alpha=config.get("end_factor", 0.0)
+        )
     if warmup_steps <= 0:
         return after
     warm = optax.linear_schedule(0.0, peak, warmup_steps)
@@ -74,6 +80,7 @@ def make_schedule(config: ml_collections.ConfigDict, peak: float, total_steps: i
 def _group_optimizer(config: ml_collections.ConfigDict, wd_mask: Any) -> Callable:
     """Factory `(learning_rate) -> GradientTransformation` for one group (for injection)."""
     if config.name == "sgd":
+
         def factory(learning_rate):
             parts = []
             if config.weight_decay:
@@ -83,17 +90,29 @@ def _group_optimizer(config: ml_collections.ConfigDict, wd_mask: Any) -> Callabl
             parts.append(optax.scale_by_learning_rate(learning_rate))
             return optax.chain(*parts)
     elif config.name == "adamw":
+
         def factory(learning_rate):
-            return optax.adamw(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
-                               weight_decay=config.weight_decay, mask=wd_mask)
+            return optax.adamw(
+                learning_rate,
+                b1=config.b1,
+                b2=config.b2,
+                eps=config.eps,
+                weight_decay=config.weight_decay,
+                mask=wd_mask,
+            )
     else:
         raise ValueError(f"config.optim.name={config.name!r}; valid: {', '.join(OPTIMIZERS)}")
     return factory
 
 
-def create_optimizer(config: ml_collections.ConfigDict, params: Any,
-                     groups: Mapping[str, str], *, total_steps: int,
-                     steps_per_epoch: int) -> optax.GradientTransformation:
+def create_optimizer(
+    config: ml_collections.ConfigDict,
+    params: Any,
+    groups: Mapping[str, str],
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+) -> optax.GradientTransformation:
     """The run's optimizer: clip → per-group (decay, momentum/Adam, scheduled lr)."""
     labels = group_labels(params, groups)
     used = sorted(set(jax.tree.leaves(labels)))
@@ -103,19 +122,24 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any,
         raise ValueError(
             f"config.optim.lr has no learning rate for parameter group(s) {missing}; the "
             f"method's groups are {list(groups) + (['new'] if 'new' not in groups else [])}, "
-            f"config.optim.lr has {sorted(lrs)}.")
+            f"config.optim.lr has {sorted(lrs)}."
+        )
     known = list(groups) + ([] if "new" in groups else ["new"])
     unknown = sorted(set(lrs) - set(known))
     if unknown:
-        raise ValueError(f"config.optim.lr has learning rates for {unknown}, which match no "
-                         f"parameter group of the method (its groups: {', '.join(known)}).")
+        raise ValueError(
+            f"config.optim.lr has learning rates for {unknown}, which match no "
+            f"parameter group of the method (its groups: {', '.join(known)})."
+        )
     warmup = lengths.steps("warmup", config, steps_per_epoch)
     wd_mask = regex_mask(params, config.wd_mask)
     factory = _group_optimizer(config, wd_mask)
     transforms = {
         g: optax.inject_hyperparams(factory)(
-            learning_rate=make_schedule(config, float(lrs[g]), total_steps, warmup))
-        for g in used}
+            learning_rate=make_schedule(config, float(lrs[g]), total_steps, warmup)
+        )
+        for g in used
+    }
     parts = []
     if config.clip_norm and config.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(config.clip_norm))
@@ -140,8 +164,14 @@ def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
     return found
 
 
-def accumulate_gradients(grad_fn: Callable, params: Any, carry: Any, batch: dict,
-                         accumulate: int, split: Callable | None = None):
+def accumulate_gradients(
+    grad_fn: Callable,
+    params: Any,
+    carry: Any,
+    batch: dict,
+    accumulate: int,
+    split: Callable | None = None,
+):
     """Mean gradient over `accumulate` micro-batches of `batch`, computed in a `lax.scan`.
 
     `grad_fn(params, carry, micro_batch, index) -> ((loss, (aux, carry)), grads)` (the
@@ -158,8 +188,9 @@ def accumulate_gradients(grad_fn: Callable, params: Any, carry: Any, batch: dict
 
     def to_micro(x):
         if x.shape[0] % k:
-            raise ValueError(f"batch size {x.shape[0]} is not divisible by "
-                             f"config.optim.accumulate={k}")
+            raise ValueError(
+                f"batch size {x.shape[0]} is not divisible by config.optim.accumulate={k}"
+            )
         x = x.reshape((x.shape[0] // k, k) + x.shape[1:])
         return jnp.swapaxes(x, 0, 1)
 

@@ -5,6 +5,7 @@ scenic's `train_utils.initialize_model` / `restore_checkpoint`). The trainer res
 whole train state; the tools (`restore_variables`) restore params and batch_stats only,
 without building an optimizer.
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,8 +64,10 @@ def _init(method, image_shape: tuple[int, ...], seed: int, dtype):
     key = jax.random.key(seed)
     rngs = {"params": jax.random.fold_in(key, 1), "dropout": jax.random.fold_in(key, 2)}
     outputs, variables = method.network.init_with_output(rngs, x, train=True)
-    return (method.scores(outputs),
-            {k: v for k, v in variables.items() if k in ("params", "batch_stats")})
+    return (
+        method.scores(outputs),
+        {k: v for k, v in variables.items() if k in ("params", "batch_stats")},
+    )
 
 
 def init_variables(method, image_shape: tuple[int, ...], seed: int, dtype) -> dict:
@@ -82,25 +85,34 @@ def score_names(method, image_shape: tuple[int, ...], seed: int, dtype) -> list[
     return sorted(jax.eval_shape(lambda: _init(method, image_shape, seed, dtype))[0])
 
 
-def state_from_variables(tx: optax.GradientTransformation, variables: dict,
-                         ema: bool = False) -> TrainState:
+def state_from_variables(
+    tx: optax.GradientTransformation, variables: dict, ema: bool = False
+) -> TrainState:
     """Train state at step 0 around `variables` ({'params', ['batch_stats']}); with `ema`,
     the EMA of the parameters starts at the parameters."""
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                      ema_params=jax.tree.map(jnp.copy, params) if ema else {})
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        ema_params=jax.tree.map(jnp.copy, params) if ema else {},
+    )
 
 
-def create_train_state(tx: optax.GradientTransformation, variables: dict, mesh,
-                       ema: bool = False) -> TrainState:
+def create_train_state(
+    tx: optax.GradientTransformation, variables: dict, mesh, ema: bool = False
+) -> TrainState:
     """Train state at step 0, replicated over the mesh."""
-    return jax.jit(functools.partial(state_from_variables, tx, ema=ema),
-                   out_shardings=parallel.replicated(mesh))(variables)
+    return jax.jit(
+        functools.partial(state_from_variables, tx, ema=ema),
+        out_shardings=parallel.replicated(mesh),
+    )(variables)
 
 
-def abstract_state(tx: optax.GradientTransformation, shapes: dict, mesh,
-                   ema: bool = False) -> TrainState:
+def abstract_state(
+    tx: optax.GradientTransformation, shapes: dict, mesh, ema: bool = False
+) -> TrainState:
     """Shapes, dtypes and shardings of the train state around variables of `shapes`
     (`variable_shapes(...)`), replicated: what checkpoints are restored into."""
     fn = functools.partial(state_from_variables, tx, ema=ema)
@@ -108,20 +120,21 @@ def abstract_state(tx: optax.GradientTransformation, shapes: dict, mesh,
 
 
 def _with_sharding(tree, sharding):
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                        tree)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
 
 
-def restore_workdir_variables(workdir: str, config: ml_collections.ConfigDict, shapes: dict,
-                              mesh, which: str = "best") -> tuple[dict, int] | None:
+def restore_workdir_variables(
+    workdir: str, config: ml_collections.ConfigDict, shapes: dict, mesh, which: str = "best"
+) -> tuple[dict, int] | None:
     """(variables, step) of the `which` checkpoint of `workdir` ('best' falls back to
     'latest'), without the optimizer state; None when the workdir has no checkpoint."""
     from absl import logging
 
     from fgvc_jax.run import checkpoints as ckpt_lib
 
-    ckpts = ckpt_lib.Checkpoints(workdir, keep=config.train.keep,
-                                 best_metric=config.train.best_metric)
+    ckpts = ckpt_lib.Checkpoints(
+        workdir, keep=config.train.keep, best_metric=config.train.best_metric
+    )
     try:
         found = ckpts.candidates(which)
     finally:
@@ -130,8 +143,9 @@ def restore_workdir_variables(workdir: str, config: ml_collections.ConfigDict, s
     damaged = None
     for directory, step in found:  # issue 16: a damaged checkpoint is skipped, not moved
         try:
-            return restore_variables(directory, shapes, mesh, ema=ema,
-                                     method=config.method.name), step
+            return restore_variables(
+                directory, shapes, mesh, ema=ema, method=config.method.name
+            ), step
         except ckpt_lib.Damaged as e:
             damaged = e
             logging.warning("%s: trying the previous checkpoint", e)
@@ -140,14 +154,14 @@ def restore_workdir_variables(workdir: str, config: ml_collections.ConfigDict, s
     return None
 
 
-def restore_variables(checkpoint_dir: str, shapes: dict, mesh, ema: bool = False,
-                      method: str | None = None) -> dict:
+def restore_variables(
+    checkpoint_dir: str, shapes: dict, mesh, ema: bool = False, method: str | None = None
+) -> dict:
     """{'params', ['batch_stats']} of the train-state checkpoint in `checkpoint_dir` (one
     step's folder), replicated over `mesh`; with `ema`, the EMA weights as 'params'. The
     optimizer state is not read."""
     rep = parallel.replicated(mesh)
-    target = {k: _with_sharding(shapes[k], rep)
-              for k in ("params", "batch_stats") if shapes.get(k)}
+    target = {k: _with_sharding(shapes[k], rep) for k in ("params", "batch_stats") if shapes.get(k)}
     if ema:
         target["ema_params"] = target.pop("params")
     from fgvc_jax.run import checkpoints as ckpt_lib
@@ -159,23 +173,28 @@ def restore_variables(checkpoint_dir: str, shapes: dict, mesh, ema: bool = False
     return restored
 
 
-def run_variables(workdir: str, mesh, which: str = "best"
-                  ) -> tuple[dict, ml_collections.ConfigDict]:
+def run_variables(
+    workdir: str, mesh, which: str = "best"
+) -> tuple[dict, ml_collections.ConfigDict]:
     """(variables, config) of an earlier run of this library in `workdir` (its best, else
     latest, checkpoint; the EMA weights when it kept them), built from its config and
     model.json alone."""
-    from fgvc_jax.run import model_card, workdir as workdir_lib
+    from fgvc_jax.run import model_card
+    from fgvc_jax.run import workdir as workdir_lib
 
     card = model_card.read(workdir) if os.path.isdir(workdir) else None
     saved = workdir_lib.run_config(workdir) if card is not None else None
     if saved is None:
-        raise ValueError(f"config.init.from_workdir={workdir!r} is not a run of this library "
-                         "(expected config.json and model.json in it).")
+        raise ValueError(
+            f"config.init.from_workdir={workdir!r} is not a run of this library "
+            "(expected config.json and model.json in it)."
+        )
     config = ml_collections.ConfigDict(saved)
     method = create_method(config, card["num_classes"])
     shape = (int(config.data.crop),) * 2 + (3,)
     restored = restore_workdir_variables(
-        workdir, config, variable_shapes(method, shape, config.seed, method.dtype), mesh, which)
+        workdir, config, variable_shapes(method, shape, config.seed, method.dtype), mesh, which
+    )
     if restored is None:
         raise ValueError(f"config.init.from_workdir={workdir!r} has no checkpoint.")
     return restored[0], config

@@ -4,10 +4,11 @@ One jitted step runs over a `Mesh(('data',))` of all devices of all processes: p
 replicated, batch sharded, BatchNorm statistics over the global batch. The dropout key of
 step s is `fold_in(key(seed), s)`, so a step is a pure function of (state, batch).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -16,10 +17,10 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from fgvc_jax.loop import optim
-from fgvc_jax.runtime import parallel
 from fgvc_jax.data import augment, cache, preprocess
+from fgvc_jax.loop import optim
 from fgvc_jax.loop.state import TrainState
+from fgvc_jax.runtime import parallel
 
 
 def sown_metrics(tree) -> dict[str, jax.Array]:
@@ -39,18 +40,26 @@ def device_augment(batch: dict, data_config, seed: int, step, num_classes: int) 
     device (`augment.train_batch`: crop, flip, ...; every draw keyed by (seed, step,
     position)); mixed batches (mixup / CutMix) carry soft 'targets' and their dominant class
     as 'label'."""
-    images, targets = augment.train_batch(batch["image"], batch["label"],
-                                          augment.step_key(seed, step), data_config,
-                                          num_classes)
+    images, targets = augment.train_batch(
+        batch["image"], batch["label"], augment.step_key(seed, step), data_config, num_classes
+    )
     if not augment.mixes(data_config):
         return {"image": images, "label": batch["label"]}
-    return {"image": images, "label": jnp.argmax(targets, -1).astype(jnp.int32),
-            "targets": targets}
+    return {"image": images, "label": jnp.argmax(targets, -1).astype(jnp.int32), "targets": targets}
 
 
-def train_step(state: TrainState, batch: dict, *, method, tx, seed: int,
-               accumulate: int = 1, split: Callable | None = None, ema_decay: float = 0.0,
-               data_config=None):
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    method,
+    tx,
+    seed: int,
+    accumulate: int = 1,
+    split: Callable | None = None,
+    ema_decay: float = 0.0,
+    data_config=None,
+):
     """One optimizer update on a global batch (and of the weights' EMA when `ema_decay` > 0);
     returns (new state, metrics of this step). With `data_config` the batch holds S×S
     images augmented here, on the device (`device_augment`)."""
@@ -67,26 +76,35 @@ def train_step(state: TrainState, batch: dict, *, method, tx, seed: int,
                 variables["batch_stats"] = batch_stats
             images = preprocess.normalize(mb["image"], method.mean, method.std, method.dtype)
             outputs, mutated = network.apply(
-                variables, images, train=True,
+                variables,
+                images,
+                train=True,
                 rngs={"dropout": jax.random.fold_in(rng, index)},
-                mutable=["batch_stats", "metrics"] if has_bs else ["metrics"])
+                mutable=["batch_stats", "metrics"] if has_bs else ["metrics"],
+            )
             if "targets" in mb:
                 loss, terms = method.loss(outputs, mb["label"], mb["targets"])
             else:
                 loss, terms = method.loss(outputs, mb["label"])
             probs = method.predict(outputs)
             acc = jnp.mean((jnp.argmax(probs, -1) == mb["label"]).astype(jnp.float32))
-            aux = {**{f"loss/{k}": jnp.asarray(v, jnp.float32) for k, v in terms.items()},
-                   **sown_metrics(mutated.get("metrics", {})), "top1": 100.0 * acc}
+            aux = {
+                **{f"loss/{k}": jnp.asarray(v, jnp.float32) for k, v in terms.items()},
+                **sown_metrics(mutated.get("metrics", {})),
+                "top1": 100.0 * acc,
+            }
             return loss.astype(jnp.float32), (aux, mutated.get("batch_stats", batch_stats))
+
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     (loss, aux), batch_stats, grads = optim.accumulate_gradients(
-        grad_fn, state.params, state.batch_stats, batch, accumulate, split)
+        grad_fn, state.params, state.batch_stats, batch, accumulate, split
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
+    new_state = state.replace(
+        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+    )
     if ema_decay > 0:
         new_state = new_state.replace(ema_params=ema_update(state.ema_params, params, ema_decay))
     metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
@@ -105,10 +123,16 @@ def make_train_step(method, tx, config: ml_collections.ConfigDict, mesh):
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     micro = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
     split = lambda tree: jax.lax.with_sharding_constraint(tree, micro)
-    fn = functools.partial(train_step, method=method, tx=tx, seed=config.seed,
-                           accumulate=config.optim.accumulate, split=split,
-                           ema_decay=float(config.train.get("ema_decay", 0.0)),
-                           data_config=config.data if _device_augments(config) else None)
+    fn = functools.partial(
+        train_step,
+        method=method,
+        tx=tx,
+        seed=config.seed,
+        accumulate=config.optim.accumulate,
+        split=split,
+        ema_decay=float(config.train.get("ema_decay", 0.0)),
+        data_config=config.data if _device_augments(config) else None,
+    )
     return jax.jit(fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=0)
 
 
@@ -133,8 +157,9 @@ def eval_step(variables: dict, batch: dict, *, method) -> dict:
 
 def make_eval_step(method, mesh):
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    return jax.jit(functools.partial(eval_step, method=method), in_shardings=(rep, dat),
-                   out_shardings=rep)
+    return jax.jit(
+        functools.partial(eval_step, method=method), in_shardings=(rep, dat), out_shardings=rep
+    )
 
 
 def evaluate(eval_fn, variables: dict, batches: Iterator[dict], mesh) -> dict[str, float]:
@@ -142,8 +167,10 @@ def evaluate(eval_fn, variables: dict, batches: Iterator[dict], mesh) -> dict[st
     iterator of padded batches."""
     total = None
     for batch in batches:
-        sums = eval_fn(variables, parallel.host_to_global(
-            {k: batch[k] for k in ("image", "label", "mask")}, mesh))
+        sums = eval_fn(
+            variables,
+            parallel.host_to_global({k: batch[k] for k in ("image", "label", "mask")}, mesh),
+        )
         total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     if total is None:
         raise ValueError("the evaluation split is empty")
@@ -155,7 +182,8 @@ def evaluate(eval_fn, variables: dict, batches: Iterator[dict], mesh) -> dict[st
     for k, v in sorted(total.items()):
         if k.startswith("class_hits/"):  # mean over the classes present of their accuracy
             out["mean_class/" + k.split("/", 1)[1]] = float(
-                100.0 * np.mean(v[seen] / class_count[seen]))
+                100.0 * np.mean(v[seen] / class_count[seen])
+            )
         else:
             out[k] = 100.0 * float(v) / count
     return out | {"count": count}

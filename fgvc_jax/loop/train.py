@@ -7,6 +7,7 @@ Determinism: the dropout key of step s is `fold_in(key(seed), s)` and the data i
 positioned at the restored step, so an interrupted run resumed from its checkpoint ends with
 bitwise the same parameters as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,13 +25,15 @@ from clu import parameter_overview
 from etils import epath
 from flax import traverse_util
 
-from fgvc_jax.run import checkpoints as ckpt_lib
-from fgvc_jax.run import workdir as workdir_lib
-from fgvc_jax.run import model_card
-from fgvc_jax.loop import optim, state as state_lib, step as step_lib
-from fgvc_jax.runtime import parallel
+from fgvc_jax.loop import optim
+from fgvc_jax.loop import state as state_lib
+from fgvc_jax.loop import step as step_lib
 from fgvc_jax.loop.experiment import Experiment
+from fgvc_jax.run import checkpoints as ckpt_lib
+from fgvc_jax.run import model_card
+from fgvc_jax.run import workdir as workdir_lib
 from fgvc_jax.run.log import RunLog
+from fgvc_jax.runtime import parallel
 
 
 class Preempted(Exception):
@@ -61,12 +64,21 @@ def _log_overview(run: Experiment, params, workdir: str) -> None:
     counts: dict[str, int] = {}
     for label, p in zip(jax.tree.leaves(labels), jax.tree.leaves(params)):
         counts[label] = counts.get(label, 0) + int(np.prod(p.shape))
-    groups = ", ".join(f"{g} {n / 1e6:.2f}M @ lr {run.config.optim.lr[g]:g}"
-                       for g, n in sorted(counts.items()))
-    logging.info("%s on %s: %d devices / %d process(es), global batch %d, %d steps "
-                 "(%d per epoch); parameter groups: %s", run.config.method.name,
-                 run.config.data.name, jax.device_count(), jax.process_count(), run.batch_size,
-                 run.num_steps, run.steps_per_epoch, groups)
+    groups = ", ".join(
+        f"{g} {n / 1e6:.2f}M @ lr {run.config.optim.lr[g]:g}" for g, n in sorted(counts.items())
+    )
+    logging.info(
+        "%s on %s: %d devices / %d process(es), global batch %d, %d steps "
+        "(%d per epoch); parameter groups: %s",
+        run.config.method.name,
+        run.config.data.name,
+        jax.device_count(),
+        jax.process_count(),
+        run.batch_size,
+        run.num_steps,
+        run.steps_per_epoch,
+        groups,
+    )
 
 
 class _Sigterm:
@@ -89,6 +101,7 @@ class _Sigterm:
     def reached(self, step: int) -> bool:
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
+
             return multihost_utils.reached_preemption_sync_point(step)
         return self.flag
 
@@ -116,12 +129,13 @@ class _Pending:
             if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
                 raise FloatingPointError(
                     f"Loss is {m['loss']} (gradient norm {m['grad_norm']}) at step {step}: "
-                    "stopping. The last good checkpoint is kept.")
+                    "stopping. The last good checkpoint is kept."
+                )
         return self.items[:n]
 
     def drain(self, up_to: int | None = None) -> list[tuple[int, dict]]:
         items = self.check(up_to)
-        self.items = self.items[len(items):]
+        self.items = self.items[len(items) :]
         return items
 
 
@@ -151,20 +165,24 @@ def _write_json(path: str, obj: dict) -> None:
         epath.Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       allow_config_change: bool = False) -> state_lib.TrainState:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, allow_config_change: bool = False
+) -> state_lib.TrainState:
     """Train `config` in `workdir`: one run per workdir (`workdir.RunLock`, held to the end);
     resuming with another config than the run's stops unless `allow_config_change`
     (`workdir.record_start`, which also records this start's config)."""
     parallel.initialize_distributed()
     with workdir_lib.RunLock(workdir, "train"):  # issue 16: lock and config record
-        workdir_lib.record_start(workdir, config, resuming=ckpt_lib.has_checkpoints(workdir),
-                                 allow_change=allow_config_change)
+        workdir_lib.record_start(
+            workdir,
+            config,
+            resuming=ckpt_lib.has_checkpoints(workdir),
+            allow_change=allow_config_change,
+        )
         return _train_and_evaluate(config, workdir)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
-                        ) -> state_lib.TrainState:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
     """Train `config` in `workdir` (resuming from its latest checkpoint), evaluate every
     `eval_every` steps and at the end; write `<workdir>/config.json`, `model.json` (what the
     tools need without the dataset) and `eval.json`. Returns the final state."""
@@ -173,10 +191,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     run = Experiment(config)
     t = config.train
     ema = t.get("ema_decay", 0.0) > 0
-    ckpts = ckpt_lib.Checkpoints(workdir, keep=t.keep, best_metric=t.best_metric,
-                                 method=config.method.name)
-    log = RunLog(workdir, num_steps=run.num_steps, steps_per_epoch=run.steps_per_epoch,
-                 batch_size=run.batch_size)
+    ckpts = ckpt_lib.Checkpoints(
+        workdir, keep=t.keep, best_metric=t.best_metric, method=config.method.name
+    )
+    log = RunLog(
+        workdir,
+        num_steps=run.num_steps,
+        steps_per_epoch=run.steps_per_epoch,
+        batch_size=run.batch_size,
+    )
 
     shapes = run.variable_shapes()
     run.check_best_metric()
@@ -220,11 +243,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
     def evaluate(variables_of, which: str) -> dict:
         """Metrics of the weights (and their EMA) on the 'val' or 'test' split."""
-        metrics = step_lib.evaluate(eval_fn, variables_of(False), run.eval_iterator(which),
-                                    run.mesh)
+        metrics = step_lib.evaluate(
+            eval_fn, variables_of(False), run.eval_iterator(which), run.mesh
+        )
         if ema:
-            ema_metrics = step_lib.evaluate(eval_fn, variables_of(True),
-                                            run.eval_iterator(which), run.mesh)
+            ema_metrics = step_lib.evaluate(
+                eval_fn, variables_of(True), run.eval_iterator(which), run.mesh
+            )
             metrics.update({f"ema/{k}": v for k, v in ema_metrics.items() if k != "count"})
         return metrics
 
@@ -235,12 +260,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         log.scalars(step, {f"{selection}/{k}": v for k, v in metrics.items() if k != "count"})
         log.line(f"step {step}: {selection} {_eval_summary(metrics)}")
         if t.best_metric not in metrics:
-            raise ValueError(f"config.train.best_metric={t.best_metric!r}; valid: "
-                             f"{', '.join(k for k in metrics if k != 'count')}")
+            raise ValueError(
+                f"config.train.best_metric={t.best_metric!r}; valid: "
+                f"{', '.join(k for k in metrics if k != 'count')}"
+            )
         pending.check()  # never save a checkpoint past a NaN
         if ckpts.save_best(step, state, metrics):
-            logging.info("step %d: new best %s = %.2f", step, t.best_metric,
-                         metrics[t.best_metric])
+            logging.info("step %d: new best %s = %.2f", step, t.best_metric, metrics[t.best_metric])
         log.restart_clock(step)
         return metrics
 
@@ -282,36 +308,49 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
             ckpts.save(step, state)
         final = do_eval(step)
         ckpts.wait()
-        test = final if selection == "test" else evaluate(lambda e: state.variables(ema=e),
-                                                          "test")
+        test = final if selection == "test" else evaluate(lambda e: state.variables(ema=e), "test")
         best_step = ckpts.best.latest_step()
         test_best = test
         if best_step is not None and best_step != step:
             best_dir = ckpts.find("best")[0]
-            test_best = evaluate(lambda e: state_lib.restore_variables(
-                best_dir, shapes, run.mesh, ema=e), "test")
+            test_best = evaluate(
+                lambda e: state_lib.restore_variables(best_dir, shapes, run.mesh, ema=e), "test"
+            )
         steps = step - (timing["s0"] or step)
-        result = {"step": int(step), "metrics": test, "num_steps": run.num_steps,
-                  "selection_split": run.splits.val or run.splits.test,
-                  "selection": final, "test_best": {"step": best_step, "metrics": test_best},
-                  "best": {t.best_metric: ckpts.best_value()},
-                  "train_steps_per_sec": steps / train_s if train_s > 0 and steps else None,
-                  "train_images_per_sec": (steps * run.batch_size / train_s
-                                           if train_s > 0 and steps else None)}
+        result = {
+            "step": int(step),
+            "metrics": test,
+            "num_steps": run.num_steps,
+            "selection_split": run.splits.val or run.splits.test,
+            "selection": final,
+            "test_best": {"step": best_step, "metrics": test_best},
+            "best": {t.best_metric: ckpts.best_value()},
+            "train_steps_per_sec": steps / train_s if train_s > 0 and steps else None,
+            "train_images_per_sec": (
+                steps * run.batch_size / train_s if train_s > 0 and steps else None
+            ),
+        }
         result["params_fingerprint"] = params_fingerprint(state.params)
-        logging.info("process %d of %d: parameter fingerprint %s", jax.process_index(),
-                     jax.process_count(), result["params_fingerprint"])
+        logging.info(
+            "process %d of %d: parameter fingerprint %s",
+            jax.process_index(),
+            jax.process_count(),
+            result["params_fingerprint"],
+        )
         _write_json(os.path.join(workdir, "eval.json"), result)
         log.scalars(step, {f"test/{k}": v for k, v in test.items() if k != "count"})
-        log.line(f"test split, last checkpoint (step {step}): {_eval_summary(test)}; best "
-                 f"checkpoint (step {best_step}, by {selection} {t.best_metric}): "
-                 f"{_eval_summary(test_best)}")
+        log.line(
+            f"test split, last checkpoint (step {step}): {_eval_summary(test)}; best "
+            f"checkpoint (step {best_step}, by {selection} {t.best_metric}): "
+            f"{_eval_summary(test_best)}"
+        )
     except FloatingPointError as e:
         ckpts.wait()
         last = ckpts.last_good()  # issue 16: read back and verified
         raise FloatingPointError(
             f"{e} Last good checkpoint: "
-            + (f"step {last} in {ckpts.latest.directory}" if last else "none yet")) from None
+            + (f"step {last} in {ckpts.latest.directory}" if last else "none yet")
+        ) from None
     finally:
         sigterm.restore()
         log.close()
@@ -320,15 +359,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     return state
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
-                        which: str = "best") -> dict:
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict | None, workdir: str, which: str = "best"
+) -> dict:
     """`--mode eval`, holding the workdir's run lock (it writes into the workdir)."""
     with workdir_lib.RunLock(workdir, "--mode eval", create=False):  # issue 16
         return _evaluate_checkpoint(config, workdir, which)
 
 
-def _evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
-                         which: str = "best") -> dict:
+def _evaluate_checkpoint(
+    config: ml_collections.ConfigDict | None, workdir: str, which: str = "best"
+) -> dict:
     """`--mode eval`: evaluate the best (or latest) checkpoint of `workdir` on the test split
     and write `<workdir>/eval_<which>.json` (the training's eval.json is left as it is).
     `config` defaults to the workdir's config.json; a workdir that does not exist is an
@@ -336,21 +377,32 @@ def _evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str,
     from fgvc_jax.tools import trained
 
     if not os.path.isdir(workdir):
-        raise FileNotFoundError(f"--workdir {os.path.abspath(workdir)} does not exist "
-                                "(--mode eval never creates one: check the path).")
+        raise FileNotFoundError(
+            f"--workdir {os.path.abspath(workdir)} does not exist "
+            "(--mode eval never creates one: check the path)."
+        )
     config = trained.read_config(workdir, config)
     parallel.initialize_distributed()
     run = Experiment(config)
-    restored = state_lib.restore_workdir_variables(workdir, config, run.variable_shapes(),
-                                                   run.mesh, which)
+    restored = state_lib.restore_workdir_variables(
+        workdir, config, run.variable_shapes(), run.mesh, which
+    )
     if restored is None:
-        raise FileNotFoundError(f"No checkpoint in {os.path.abspath(workdir)} "
-                                "(checkpoints/ or best/): train first with --mode train.")
+        raise FileNotFoundError(
+            f"No checkpoint in {os.path.abspath(workdir)} "
+            "(checkpoints/ or best/): train first with --mode train."
+        )
     variables, step = restored
-    metrics = step_lib.evaluate(step_lib.make_eval_step(run.method, run.mesh), variables,
-                                run.eval_iterator(), run.mesh)
+    metrics = step_lib.evaluate(
+        step_lib.make_eval_step(run.method, run.mesh), variables, run.eval_iterator(), run.mesh
+    )
     path = os.path.join(workdir, f"eval_{which}.json")
-    result = {"step": int(step), "checkpoint": which, "split": config.data.test_split,
-              "metrics": metrics, "path": path}
+    result = {
+        "step": int(step),
+        "checkpoint": which,
+        "split": config.data.test_split,
+        "metrics": metrics,
+        "path": path,
+    }
     _write_json(path, result)
     return result

@@ -1,5 +1,6 @@
 """The published methods (docs/methods.md) behind the `Method` contract; look them up by name
 with `fgvc_jax.methods.registry.create(config.method, num_classes)`."""
+
 from fgvc_jax.methods.base import Method, Outputs
 from fgvc_jax.methods.pretrained import merge_backbone
 from fgvc_jax.methods.registry import METHODS, create, default_config

@@ -3,16 +3,18 @@
 3 x [conv3x3 (pad 1) → ReLU → maxpool 2] with widths 64/128/256 → scaled self-attention →
 flatten → Dense 512 → ReLU → dropout 0.5 → Dense K. Trained from scratch (no backbone
 weights)."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from fgvc_jax.methods import losses
 from fgvc_jax.layers import ScaledSelfAttention
+from fgvc_jax.methods import losses
 from fgvc_jax.methods.base import Method, Outputs
 
 
@@ -43,8 +45,9 @@ class AttentionCNNMethod(Method):
 
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int, dtype=jnp.float32):
         super().__init__(config, num_classes, dtype)
-        self._network = AttentionCNN(num_classes, tuple(config.widths), config.hidden,
-                                     config.dropout, dtype)
+        self._network = AttentionCNN(
+            num_classes, tuple(config.widths), config.hidden, config.dropout, dtype
+        )
 
     @classmethod
     def defaults(cls, size):
@@ -56,8 +59,9 @@ class AttentionCNNMethod(Method):
         return self._network
 
     def loss(self, outputs, labels, targets=None):
-        ce = losses.cross_entropy(outputs.logits["main"], labels, self.config.label_smoothing,
-                                  targets)
+        ce = losses.cross_entropy(
+            outputs.logits["main"], labels, self.config.label_smoothing, targets
+        )
         return ce, {"ce_main": ce}
 
     def param_groups(self):

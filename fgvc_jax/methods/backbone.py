@@ -5,6 +5,7 @@ Fields: `backbone` (a `fgvc_jax.convert` arch name, e.g. 'resnet50', 'densenet16
 'swin_base_patch4_window12_384'), `image_size`; for ResNets `stem_pool`, `dilate_conv5`
 (ignored by DenseNets, which have neither); for Swins `drop_path_rate` and
 `backbone_overrides` (any SwinTransformer field, used by the CPU-sized variants)."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -22,17 +23,23 @@ CPU_SWIN = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), windo
 def resnet_fields(size: str, stem_pool: str = "max") -> dict:
     """ResNet-50 at 448 ('full') or ResNet-18 at 64 px ('cpu')."""
     full = size == "full"
-    return dict(backbone="resnet50" if full else "resnet18", image_size=448 if full else 64,
-                stem_pool=stem_pool, dilate_conv5=False)
+    return dict(
+        backbone="resnet50" if full else "resnet18",
+        image_size=448 if full else 64,
+        stem_pool=stem_pool,
+        dilate_conv5=False,
+    )
 
 
 def swin_fields(size: str) -> dict:
     """Swin-B/384 window 12 ('full') or the CPU-sized Swin at 64 px ('cpu')."""
     full = size == "full"
-    return dict(backbone="swin_base_patch4_window12_384" if full
-                else "swin_tiny_patch4_window7_224",
-                image_size=384 if full else 64, drop_path_rate=0.0,
-                backbone_overrides={} if full else dict(CPU_SWIN))
+    return dict(
+        backbone="swin_base_patch4_window12_384" if full else "swin_tiny_patch4_window7_224",
+        image_size=384 if full else 64,
+        drop_path_rate=0.0,
+        backbone_overrides={} if full else dict(CPU_SWIN),
+    )
 
 
 def is_swin(arch: str) -> bool:
@@ -49,8 +56,12 @@ def backbone_kwargs(config: ml_collections.ConfigDict) -> dict:
         return {}
     if arch in swin_lib.ARCHS:
         kw = dict(img_size=config.image_size, drop_path_rate=config.drop_path_rate)
-        kw.update({k: tuple(v) if isinstance(v, list) else v
-                   for k, v in (config.backbone_overrides or {}).items()})
+        kw.update(
+            {
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in (config.backbone_overrides or {}).items()
+            }
+        )
         return kw
     valid = sorted(resnet_lib.ARCHS) + sorted(densenet_lib.ARCHS) + sorted(swin_lib.ARCHS)
     raise ValueError(f"method.backbone={arch!r}; valid: {', '.join(valid)}")

@@ -7,16 +7,19 @@ stage), its loss (a total plus named terms so that each is logged), its predicti
 tool use), and its parameter groups (regex on the '/'-joined parameter path → learning-rate
 group). The trainer knows nothing of any particular method.
 """
+
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+
 from fgvc_jax.runtime.precision import upcast
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,8 +51,9 @@ class Method(abc.ABC):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
-    def __init__(self, config: ml_collections.ConfigDict, num_classes: int,
-                 dtype: Any = jnp.float32):
+    def __init__(
+        self, config: ml_collections.ConfigDict, num_classes: int, dtype: Any = jnp.float32
+    ):
         self.config = config
         self.num_classes = num_classes
         self.dtype = dtype
@@ -80,8 +84,9 @@ class Method(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def loss(self, outputs: Outputs, labels: jax.Array, targets: jax.Array | None = None
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss(
+        self, outputs: Outputs, labels: jax.Array, targets: jax.Array | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scalar training loss and its named terms (each a scalar, for logging). `labels`
         (B,) int; `targets` (B, K) soft class targets when the batch is mixed (mixup /
         CutMix: the cross-entropies use them; terms that need one class, e.g. SwinFC's

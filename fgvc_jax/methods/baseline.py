@@ -1,5 +1,6 @@
 """Baselines: ResNet + GAP + Dense K; Swin + LayerNorm + GAP + Dense K (timm head layout) —
 every method's gain is measured against its own backbone with the same recipe."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +23,9 @@ class Classifier(nn.Module):
     @nn.compact
     def __call__(self, images, train: bool = False, explain: bool = False):
         features = self.backbone(images, train)
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                          name="head")(features)
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="head")(
+            features
+        )
         return Outputs(logits={"main": logits}, aux={"maps": {}} if explain else {})
 
 

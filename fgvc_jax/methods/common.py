@@ -1,5 +1,6 @@
 """Pieces several methods share: a backbone-based Method base class, the Swin trunk walker,
 and pooling."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fgvc_jax.methods import losses
 from fgvc_jax.methods import backbone as backbone_lib
+from fgvc_jax.methods import losses
 from fgvc_jax.methods.base import Method
 from fgvc_jax.runtime.precision import upcast
 
@@ -35,8 +36,12 @@ class BackboneMethod(Method):
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int, dtype=jnp.float32):
         super().__init__(config, num_classes, dtype)
         names = {f.name for f in dataclasses.fields(self.Net)} - _NOT_SETTINGS
-        self._network = self.Net(backbone_lib.build_backbone(config, dtype), num_classes,
-                                 dtype=dtype, **{k: _frozen(config[k]) for k in sorted(names)})
+        self._network = self.Net(
+            backbone_lib.build_backbone(config, dtype),
+            num_classes,
+            dtype=dtype,
+            **{k: _frozen(config[k]) for k in sorted(names)},
+        )
 
     @property
     def network(self) -> nn.Module:

@@ -18,6 +18,7 @@ size; SMRAM is otherwise a training-only branch). The mean number of suppressed 
 stage is logged (the 'metrics' collection: with δ = 0.9 on softmax(sigmoid) values it can be
 many).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,10 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fgvc_jax.methods import losses
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers import CRAM, SMRAM
 from fgvc_jax.methods import backbone as backbone_lib
+from fgvc_jax.methods import losses
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod, channel_mean, mean_softmax
 
@@ -84,9 +85,16 @@ class CRASMRANet(nn.Module):
     @nn.compact
     def __call__(self, images, train: bool = False, explain: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
-        cram = dict(reduction=self.cram_reduction, mid=self.cram_mid, out=self.cram_out,
-                    omega=self.omega, delta=self.delta, suppress_at_eval=self.suppress_at_eval,
-                    suppress_form=self.suppress_form, channel_block=self.channel_block)
+        cram = dict(
+            reduction=self.cram_reduction,
+            mid=self.cram_mid,
+            out=self.cram_out,
+            omega=self.omega,
+            delta=self.delta,
+            suppress_at_eval=self.suppress_at_eval,
+            suppress_form=self.suppress_form,
+            channel_block=self.channel_block,
+        )
         bb = self.backbone
         x = bb.stage(1, bb.stem(images, train), train)
         enhanced, logits = [], {}
@@ -96,10 +104,12 @@ class CRASMRANet(nn.Module):
             enhanced.append(e)
         pooled = [head_pool(e, self.head_pool) for e in enhanced]
         for s, v in zip(STAGES, pooled):
-            logits[f"stage{s}"] = PMGHead(self.head_hidden, self.num_classes, self.dtype,
-                                          name=f"head{s}")(v, train)
-        logits["concat"] = PMGHead(self.head_hidden, self.num_classes, self.dtype,
-                                   name="head_concat")(jnp.concatenate(pooled, axis=-1), train)
+            logits[f"stage{s}"] = PMGHead(
+                self.head_hidden, self.num_classes, self.dtype, name=f"head{s}"
+            )(v, train)
+        logits["concat"] = PMGHead(
+            self.head_hidden, self.num_classes, self.dtype, name="head_concat"
+        )(jnp.concatenate(pooled, axis=-1), train)
         aux = {}
         if train or self.is_initializing() or explain:  # SMRAM: training only
             probs = SMRAM(self.smram_down, name="smram", **kw)(enhanced, train)
@@ -107,10 +117,10 @@ class CRASMRANet(nn.Module):
                 aux["smram"] = probs
         if explain:
             b, h, w = probs.shape[0], enhanced[-1].shape[1], enhanced[-1].shape[2]
-            aux["maps"] = {f"CRAM X_e conv{s}_x": channel_mean(e)
-                           for s, e in zip(STAGES, enhanced)}
-            aux["maps"].update({f"SMRAM P conv{s}_x": probs[:, i].reshape(b, h, w)
-                                for i, s in enumerate(STAGES)})
+            aux["maps"] = {f"CRAM X_e conv{s}_x": channel_mean(e) for s, e in zip(STAGES, enhanced)}
+            aux["maps"].update(
+                {f"SMRAM P conv{s}_x": probs[:, i].reshape(b, h, w) for i, s in enumerate(STAGES)}
+            )
         return Outputs(logits=logits, aux=aux)
 
 
@@ -125,16 +135,29 @@ class CRASMRA(BackboneMethod):
     @classmethod
     def defaults(cls, size):
         full = size == "full"
-        return dict(**backbone_lib.resnet_fields(size), cram_reduction=16,
-                    cram_mid=512 if full else 64, cram_out=1024 if full else 128,
-                    head_hidden=512 if full else 64, head_pool="max", omega=0.5, delta=0.9,
-                    suppress_at_eval=True, suppress_form="scale", channel_block="cram",
-                    smram_down="avgpool", alpha=2.0, beta=1.0, gamma=1.0)
+        return dict(
+            **backbone_lib.resnet_fields(size),
+            cram_reduction=16,
+            cram_mid=512 if full else 64,
+            cram_out=1024 if full else 128,
+            head_hidden=512 if full else 64,
+            head_pool="max",
+            omega=0.5,
+            delta=0.9,
+            suppress_at_eval=True,
+            suppress_form="scale",
+            channel_block="cram",
+            smram_down="avgpool",
+            alpha=2.0,
+            beta=1.0,
+            gamma=1.0,
+        )
 
     def loss(self, outputs, labels, targets=None):
         c = self.config
-        terms = {f"ce_stage{s}": self.ce(outputs.logits[f"stage{s}"], labels, targets)
-                 for s in STAGES}
+        terms = {
+            f"ce_stage{s}": self.ce(outputs.logits[f"stage{s}"], labels, targets) for s in STAGES
+        }
         terms["ce_concat"] = self.ce(outputs.logits["concat"], labels, targets)
         total = c.alpha * sum(terms[f"ce_stage{s}"] for s in STAGES) + c.beta * terms["ce_concat"]
         if "smram" in outputs.aux:

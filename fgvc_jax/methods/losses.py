@@ -1,5 +1,6 @@
 """Losses of the methods (docs/methods.md §2–4): cross-entropy, SMRAM diversity, TransFG-form
 contrastive. All return float32 scalars (batch means)."""
+
 from __future__ import annotations
 
 import jax
@@ -16,8 +17,7 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0, targets=None):
     logits = upcast(logits)
     k = logits.shape[-1]
     logp = jax.nn.log_softmax(logits, axis=-1)
-    target = (jax.nn.one_hot(labels, k, dtype=jnp.float32) if targets is None
-              else upcast(targets))
+    target = jax.nn.one_hot(labels, k, dtype=jnp.float32) if targets is None else upcast(targets)
     if label_smoothing:
         target = (1.0 - label_smoothing) * target + label_smoothing / k
     return -jnp.mean(jnp.sum(target * logp, axis=-1))

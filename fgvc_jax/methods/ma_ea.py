@@ -16,9 +16,11 @@ prediction: main head.
 Explanation maps (`explain=True`, `aux['maps']`): 'MA <stage>' (mean_c M), 'EA erased
 <stage>' (the erased fraction 1 − ‖F ⊗ M_erase‖_c / ‖F‖_c) and 'MA on erased <stage> (round
 r)' (mean_c of the r-th erased branch's map)."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -66,12 +68,19 @@ class MAEANet(nn.Module):
             if name not in self.ma_stages:
                 continue
             stage = name.split("_")[0]  # 'conv4'
-            outs, ms = MAEA(self.ma_reduction, self.ma_residual, self.erase, self.erase_theta,
-                            self.erase_rounds, return_maps=True, name=f"maea_{stage}", **kw)(x)
+            outs, ms = MAEA(
+                self.ma_reduction,
+                self.ma_residual,
+                self.erase,
+                self.erase_theta,
+                self.erase_rounds,
+                return_maps=True,
+                name=f"maea_{stage}",
+                **kw,
+            )(x)
             if explain:
                 maps[f"MA {stage}"] = channel_mean(ms[0])
-                maps[f"EA erased {stage}"] = erased_fraction(x, ms[0], self.erase,
-                                                             self.erase_theta)
+                maps[f"EA erased {stage}"] = erased_fraction(x, ms[0], self.erase, self.erase_theta)
                 for r, m in enumerate(ms[1:], start=1):
                     maps[f"MA on erased {stage} (round {r})"] = channel_mean(m)
             if self.erase_into_trunk and i < len(STAGE_NAMES):
@@ -84,8 +93,11 @@ class MAEANet(nn.Module):
                 branches[f"{stage}_erased{r}"] = o
         branches["conv5_raw"] = x
         pooled = {k: avg_max_pool(v) for k, v in branches.items()}
-        logits = {"main": nn.Dense(self.num_classes, name="head", **kw)(
-            BatchNorm(name="head_bn", **kw)(jnp.concatenate(list(pooled.values()), -1), train))}
+        logits = {
+            "main": nn.Dense(self.num_classes, name="head", **kw)(
+                BatchNorm(name="head_bn", **kw)(jnp.concatenate(list(pooled.values()), -1), train)
+            )
+        }
         for k, v in pooled.items():
             logits[k] = nn.Dense(self.num_classes, name=f"head_{k}", **kw)(v)
         return Outputs(logits=logits, aux={"maps": maps} if explain else {})
@@ -100,10 +112,17 @@ class MAEAMethod(BackboneMethod):
 
     @classmethod
     def defaults(cls, size):
-        return dict(**backbone_lib.resnet_fields(size, stem_pool="multiscale"),
-                    ma_stages=("conv4_x", "conv5_x"), ma_reduction=16, ma_residual=False,
-                    erase="soft", erase_theta=0.8, erase_rounds=1, erase_into_trunk=False,
-                    branch_weight=1.0)
+        return dict(
+            **backbone_lib.resnet_fields(size, stem_pool="multiscale"),
+            ma_stages=("conv4_x", "conv5_x"),
+            ma_reduction=16,
+            ma_residual=False,
+            erase="soft",
+            erase_theta=0.8,
+            erase_rounds=1,
+            erase_into_trunk=False,
+            branch_weight=1.0,
+        )
 
     def loss(self, outputs, labels, targets=None):
         terms = {f"ce_{k}": self.ce(v, labels, targets) for k, v in outputs.logits.items()}

@@ -4,6 +4,7 @@
 `size='full'` is the paper's model (ResNet-50 at 448, Swin-B at 384); `size='cpu'` the same
 code at 64 px with a ResNet-18 or a small Swin (embed 32, depths 2-2-2-2, heads 1-2-4-8,
 window 4), for the quick start and the tests."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -37,8 +38,9 @@ def default_config(name: str, size: str = "full") -> ml_collections.ConfigDict:
     _check_name(name)
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r} for method {name!r}; valid: {', '.join(SIZES)}")
-    return ml_collections.ConfigDict(dict(name=name, size=size, label_smoothing=0.0,
-                                          **METHODS[name].defaults(size)))
+    return ml_collections.ConfigDict(
+        dict(name=name, size=size, label_smoothing=0.0, **METHODS[name].defaults(size))
+    )
 
 
 def create(config: ml_collections.ConfigDict, num_classes: int, dtype=jnp.float32) -> Method:
@@ -48,6 +50,8 @@ def create(config: ml_collections.ConfigDict, num_classes: int, dtype=jnp.float3
     known = set(default_config(name, config.get("size", "full")))
     extra = sorted(set(config) - known)
     if extra:
-        raise ValueError(f"method {name!r} has no config field(s) {extra}; "
-                         f"valid fields: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"method {name!r} has no config field(s) {extra}; "
+            f"valid fields: {', '.join(sorted(known))}"
+        )
     return METHODS[name](config, num_classes, dtype)

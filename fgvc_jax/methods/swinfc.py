@@ -11,16 +11,17 @@ softmaxes summed (returned divided by 4: a distribution with the same ranking).
 Explanation maps (`explain=True`, `aux['maps']`): 'stage-4 attention' (mean over blocks,
 heads and queries: the FSM column score a_j) and 'FSM patches' (how many of the blocks x
 heads argmaxes fall on each patch)."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fgvc_jax.methods import losses
 from fgvc_jax.layers import EACA, FFM, select_tokens
 from fgvc_jax.methods import backbone as backbone_lib
+from fgvc_jax.methods import losses
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod, mean_softmax, swin_trunk
 
@@ -35,11 +36,13 @@ def attention_maps(attns, idx) -> dict:
     """'stage-4 attention' (B, h, w): a_j averaged over blocks and heads; 'FSM patches'
     (B, h, w): the count of FSM's selections per patch."""
     b, _, n, _ = attns[0].shape
-    side = int(round(n ** 0.5))
+    side = int(round(n**0.5))
     a = jnp.mean(jnp.stack([x.astype(jnp.float32) for x in attns]), axis=(0, 2, 3))
     counts = jnp.sum(jnp.eye(n, dtype=jnp.float32)[idx], axis=1)
-    return {"stage-4 attention": a.reshape(b, side, side),
-            "FSM patches": counts.reshape(b, side, side)}
+    return {
+        "stage-4 attention": a.reshape(b, side, side),
+        "FSM patches": counts.reshape(b, side, side),
+    }
 
 
 class SwinFCNet(nn.Module):
@@ -59,8 +62,9 @@ class SwinFCNet(nn.Module):
     def __call__(self, images, train: bool = False, explain: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=jnp.float32)
         feats, normed, attn = swin_trunk(self.backbone, images, train, attn_stage=4)
-        logits = {"trunk": nn.Dense(self.num_classes, name="head", **kw)(
-            jnp.mean(normed, axis=(1, 2)))}
+        logits = {
+            "trunk": nn.Dense(self.num_classes, name="head", **kw)(jnp.mean(normed, axis=(1, 2)))
+        }
         xs = []
         for s in BRANCH_STAGES:
             x = nn.Dense(self.proj_dim, name=f"proj{s}", **kw)(feats[s - 1])
@@ -92,10 +96,20 @@ class SwinFC(BackboneMethod):
     @classmethod
     def defaults(cls, size):
         full = size == "full"
-        return dict(**backbone_lib.swin_fields(size), proj_dim=1024 if full else 64,
-                    ea_memory=64 if full else 16, use_ea=True, use_ca=True, use_ffm=True,
-                    ffm_similarity="dot", ffm_scale=1.0, use_fsm=True, stage_weights=(0.4, 0.6, 0.8), con_margin=0.4,
-                    con_weight=1.0)
+        return dict(
+            **backbone_lib.swin_fields(size),
+            proj_dim=1024 if full else 64,
+            ea_memory=64 if full else 16,
+            use_ea=True,
+            use_ca=True,
+            use_ffm=True,
+            ffm_similarity="dot",
+            ffm_scale=1.0,
+            use_fsm=True,
+            stage_weights=(0.4, 0.6, 0.8),
+            con_margin=0.4,
+            con_weight=1.0,
+        )
 
     def loss(self, outputs, labels, targets=None):
         c = self.config

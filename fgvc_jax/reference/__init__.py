@@ -4,6 +4,7 @@ method's flax variables and its twin's state dict.
 
 Importing this package does not import torch; `twin(config, num_classes)` does (torch,
 torchvision and timm come with the `torch` extra)."""
+
 from __future__ import annotations
 
 

@@ -2,6 +2,7 @@
 64/128/256 → scaled self-attention (q, k = 1x1 conv C→C/8, v = 1x1 conv C→C,
 out_i = Σ_j softmax_j(q_iᵀk_j / √(C/8)) v_j, no residual) → flatten (NCHW, as the tutorial)
 → Dense 512 → ReLU → dropout 0.5 → Dense K."""
+
 from __future__ import annotations
 
 import math

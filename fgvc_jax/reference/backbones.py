@@ -3,6 +3,7 @@ its constructor keyword arguments), headless, walked stage by stage like the pap
 figures: ResNet conv2_x..conv5_x (torchvision layer1..layer4); DenseNet transition{i-1} +
 denseblock{i}, the last with norm5 + ReLU (torchvision's feature map); Swin stage1..stage4
 (timm layers[0..3], NHWC)."""
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,12 @@ def build(config) -> nn.Module:
     if is_swin(arch):
         e, d, h, w, s = SWIN[arch]
         kw = dict(embed_dim=e, depths=d, num_heads=h, window_size=w, img_size=s)
-        kw.update({k: tuple(v) if isinstance(v, list) else v
-                   for k, v in dict(config.get("backbone_overrides") or {}).items()})
+        kw.update(
+            {
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in dict(config.get("backbone_overrides") or {}).items()
+            }
+        )
         kw.update(img_size=config.image_size, drop_path_rate=config.drop_path_rate)
         from timm.models.swin_transformer import SwinTransformer
 
@@ -97,8 +102,12 @@ def widths(model) -> tuple[int, ...]:
         return tuple(_last_out(getattr(model, f"layer{i}")) for i in range(1, 5))
     if hasattr(model, "features"):
         f = model.features
-        out = [f.transition1.norm.num_features, f.transition2.norm.num_features,
-               f.transition3.norm.num_features, f.norm5.num_features]
+        out = [
+            f.transition1.norm.num_features,
+            f.transition2.norm.num_features,
+            f.transition3.norm.num_features,
+            f.norm5.num_features,
+        ]
         return tuple(out)
     return tuple(info["num_chs"] for info in model.feature_info)
 

@@ -1,5 +1,6 @@
 """Baselines (the papers' own backbones trained the same way): ResNet + GAP + Dense K;
 Swin + LayerNorm + GAP + Dense K (timm's head layout)."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -14,6 +14,7 @@ SMRAM (training only): X_e of conv3_x, conv4_x brought to conv5_x's size by aver
 + BN ('avgpool') or by 3x3 stride-2 conv+BN+ReLU blocks ('conv'); φ_s = 1x1 conv C_a→1;
 P_s = softmax over H·W; L_div = 1 − (1/3) Σ_k max_s P_{s,k}.
 Loss L = α Σ_s CE_s + β CE_concat + γ L_div; prediction: mean of the four softmaxes."""
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,7 @@ class ChannelMLP(nn.Module):
 
     def forward(self, x):
         mlp = lambda v: self.fc2(torch.relu(self.fc1(v)))
-        return torch.sigmoid(mlp(x.mean((2, 3), keepdim=True))
-                             + mlp(x.amax((2, 3), keepdim=True)))
+        return torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
 
 
 class SpatialMap(nn.Module):
@@ -56,8 +56,9 @@ class SpatialMap(nn.Module):
         self.conv = nn.Conv2d(2, 1, 7, padding=3, bias=False)
 
     def forward(self, x):
-        return torch.sigmoid(self.conv(torch.cat([x.mean(1, keepdim=True),
-                                                  x.amax(1, keepdim=True)], 1)))
+        return torch.sigmoid(
+            self.conv(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1))
+        )
 
 
 class CRAM(nn.Module):
@@ -82,8 +83,9 @@ class CRAM(nn.Module):
             p = torch.softmax(i, dim=1)
             selected = (p >= cfg.delta * p.amax(dim=1, keepdim=True)).to(x.dtype).detach()
             if cfg.suppress_form == "scale":
-                s = torch.where(selected > 0, torch.full_like(selected, cfg.omega),
-                                torch.ones_like(selected))
+                s = torch.where(
+                    selected > 0, torch.full_like(selected, cfg.omega), torch.ones_like(selected)
+                )
             else:
                 s = 1.0 - cfg.omega * selected
             x = x * s

@@ -1,4 +1,5 @@
 """The methods' losses and poolings in PyTorch, written from the papers' equations."""
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ F_erased = F ⊗ M_erase (the original F); F'' = MA_2(F_erased); `erase_rounds` 
 Placement conv4_x and conv5_x; pool(x) = [GAP x, GMP x]; narrower features projected by a
 1x1 conv to the last width; main head concat → BN → Dense K, one Dense K per pooled feature.
 Loss CE(main) + λ Σ CE(branch); prediction softmax(main)."""
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,9 @@ class SpatialMap(nn.Module):
         self.conv = nn.Conv2d(2, 1, k, padding=k // 2, bias=False)
 
     def forward(self, f):
-        return torch.sigmoid(self.conv(torch.cat([f.mean(1, keepdim=True),
-                                                  f.amax(1, keepdim=True)], dim=1)))
+        return torch.sigmoid(
+            self.conv(torch.cat([f.mean(1, keepdim=True), f.amax(1, keepdim=True)], dim=1))
+        )
 
 
 class MA(nn.Module):
@@ -92,8 +94,9 @@ class MAEA(Twin):
             setattr(self, f"maea_{stage}", MAEABlock(widths[i], config))
             if widths[i] != last:
                 setattr(self, f"proj_{stage}", nn.Conv2d(widths[i], last, 1))
-            self.heads += [f"{stage}_ma"] + [f"{stage}_erased{r + 1}"
-                                             for r in range(config.erase_rounds)]
+            self.heads += [f"{stage}_ma"] + [
+                f"{stage}_erased{r + 1}" for r in range(config.erase_rounds)
+            ]
         self.heads.append("conv5_raw")
         self.head_bn = nn.BatchNorm1d(2 * last * len(self.heads))
         self.head = nn.Linear(2 * last * len(self.heads), num_classes)

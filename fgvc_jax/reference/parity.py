@@ -13,6 +13,7 @@ float32 it is not: in training mode the ResNet methods' gradients are ill-condit
 PyTorch's own float32 gradients differ from its float64 ones by ~1e-2 relative (ResNet-18,
 128 px, batch 16; ours by ~1e-3), so no float32 implementation can match another to 1e-5
 there."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,9 @@ def randomized(variables: dict, seed: int) -> dict:
 
 
 def _capture(module, method_name) -> bool:
-    return ((module.name == "backbone" and method_name in ("stem", "embed", "stage"))
-            or (module.name == "attention" and method_name == "__call__"))
+    return (module.name == "backbone" and method_name in ("stem", "embed", "stage")) or (
+        module.name == "attention" and method_name == "__call__"
+    )
 
 
 def _jax_stages(intermediates: dict) -> list:
@@ -94,16 +96,25 @@ class Pair:
     whatever the dtypes, so only the arithmetic differs. `twin_overrides`: fields set on the
     twin's config only (to show that a difference between the two is detected)."""
 
-    def __init__(self, config: ml_collections.ConfigDict, num_classes: int, *, train: bool,
-                 dtype=jnp.float32, batch: int = 2, twin_overrides: dict | None = None):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        num_classes: int,
+        *,
+        train: bool,
+        dtype=jnp.float32,
+        batch: int = 2,
+        twin_overrides: dict | None = None,
+    ):
         from fgvc_jax.reference import registry as twins
 
         self.x64 = jnp.dtype(dtype) == jnp.float64
         config = ml_collections.ConfigDict(config.to_dict())
         self.notes = []
         if train and config.get("dropout", 0.0):
-            self.notes.append(f"dropout {config.dropout} → 0 on both sides (masks cannot be "
-                              "matched)")
+            self.notes.append(
+                f"dropout {config.dropout} → 0 on both sides (masks cannot be matched)"
+            )
             config.dropout = 0.0
         if train and config.get("drop_path_rate", 0.0):
             self.notes.append(f"drop_path_rate {config.drop_path_rate} → 0 on both sides")
@@ -115,15 +126,25 @@ class Pair:
         twin_config.update(twin_overrides or {})
         self.twin = twins.build(twin_config, num_classes)
         size, network = config.image_size, self.method.network
-        self._init = jax.jit(lambda key: network.init(
-            {"params": key, "dropout": key}, jnp.zeros((2, size, size, 3), jnp.float32),
-            train=True))
+        self._init = jax.jit(
+            lambda key: network.init(
+                {"params": key, "dropout": key},
+                jnp.zeros((2, size, size, 3), jnp.float32),
+                train=True,
+            )
+        )
         mutable = ["metrics", "intermediates"] + (["batch_stats"] if train else [])
 
         def loss_fn(params, batch_stats, x, y, key):
             v = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-            out, state = network.apply(v, x, train=train, mutable=mutable,
-                                       capture_intermediates=_capture, rngs={"dropout": key})
+            out, state = network.apply(
+                v,
+                x,
+                train=train,
+                mutable=mutable,
+                capture_intermediates=_capture,
+                rngs={"dropout": key},
+            )
             total, terms = self.method.loss(out, y)
             return total, (out, terms, state)
 
@@ -148,8 +169,9 @@ class Pair:
 
     def variables(self, seed: int) -> dict:
         variables = self._init(jax.random.key(seed))
-        return randomized({k: v for k, v in variables.items()
-                           if k in ("params", "batch_stats")}, seed)
+        return randomized(
+            {k: v for k, v in variables.items() if k in ("params", "batch_stats")}, seed
+        )
 
     def _ours(self, variables, images, labels, seed, names) -> dict:
         """Ours, with the twin's row `names` (its stages and suppression counts)."""
@@ -157,12 +179,17 @@ class Pair:
         acc = jnp.promote_types(self.dtype, jnp.float32)
         v = jax.tree.map(lambda a: jnp.asarray(a, acc), variables)
         (total, (out, terms, state)), grads = self._step(
-            v["params"], v.get("batch_stats", {}), jnp.asarray(images, acc), jnp.asarray(labels),
-            jax.random.key(seed))
+            v["params"],
+            v.get("batch_stats", {}),
+            jnp.asarray(images, acc),
+            jnp.asarray(labels),
+            jax.random.key(seed),
+        )
         out, terms, state, grads = jax.device_get((out, terms, state, grads))
         scores = jax.device_get(method.scores(out))
-        got = dict(zip([n for n in names if n.startswith("stage ")],
-                       _jax_stages(state["intermediates"])))
+        got = dict(
+            zip([n for n in names if n.startswith("stage ")], _jax_stages(state["intermediates"]))
+        )
         got.update({f"logits {k}": scores[k] for k in out.logits})
         got["combined prediction"] = scores["combined"]
         got.update({f"aux {k}": out.aux[k] for k in ("smram", "fsm") if k in out.aux})
@@ -179,8 +206,9 @@ class Pair:
             got.setdefault(f"grad [{group}]", {})["/".join(path[1:])] = flat_grads[path[1:]]
         if self.train and "batch_stats" in state:
             new = flax.traverse_util.flatten_dict(state["batch_stats"])
-            got["updated batch_stats"] = {"/".join(path[1:]): new[path[1:]]
-                                          for path in self._stat_paths(variables)}
+            got["updated batch_stats"] = {
+                "/".join(path[1:]): new[path[1:]] for path in self._stat_paths(variables)
+            }
         return got
 
     def _twins(self, variables, images, labels, twin_dtype) -> dict:
@@ -201,8 +229,12 @@ class Pair:
         got.update({f"logits {k}": det(x) for k, x in logits.items()})
         got["combined prediction"] = det(twin.predict(logits))
         got.update({f"aux {k}": det(aux[k]) for k in ("smram", "fsm") if k in aux})
-        got.update({f"suppressed channels {name}": det(c)
-                    for name, c in getattr(twin, "suppressed", {}).items()})
+        got.update(
+            {
+                f"suppressed channels {name}": det(c)
+                for name, c in getattr(twin, "suppressed", {}).items()
+            }
+        )
         got.update({f"loss {k}": det(x) for k, x in terms.items()})
         got["loss total"] = det(total)
         flat = flax.traverse_util.flatten_dict(variables)
@@ -212,14 +244,17 @@ class Pair:
             path = keymap[key]
             grad = det(p.grad) if p.grad is not None else np.zeros(tuple(p.shape))
             got.setdefault(f"grad [{_group_of('/'.join(path[1:]), groups)}]", {})[
-                "/".join(path[1:])] = weights.to_jax(grad, flat[path].shape,
-                                                     twin.flatten_inputs.get(key),
-                                                     key.endswith(".weight"))
+                "/".join(path[1:])
+            ] = weights.to_jax(
+                grad, flat[path].shape, twin.flatten_inputs.get(key), key.endswith(".weight")
+            )
         if self.train and "batch_stats" in variables:
             sd = twin.state_dict()
-            got["updated batch_stats"] = {"/".join(path[1:]): det(sd[key])
-                                          for key, path in keymap.items()
-                                          if path[0] == "batch_stats"}
+            got["updated batch_stats"] = {
+                "/".join(path[1:]): det(sd[key])
+                for key, path in keymap.items()
+                if path[0] == "batch_stats"
+            }
         return got
 
     def _param_paths(self, variables) -> list:
@@ -246,20 +281,30 @@ def compare(ours: dict, ref: dict) -> list[Row]:
             continue
         cat = lambda d: np.concatenate([np.ravel(np.asarray(d[k], np.float64)) for k in r])
         if name.startswith("grad "):
-            rows.append(row(f"grad norm {name[5:]}", np.linalg.norm(cat(o)),
-                            np.linalg.norm(cat(r))))
+            rows.append(
+                row(f"grad norm {name[5:]}", np.linalg.norm(cat(o)), np.linalg.norm(cat(r)))
+            )
         rows.append(row(name, cat(o), cat(r)))
         rows[-1].where = max(r, key=lambda k: np.max(np.abs(np.asarray(o[k], np.float64) - r[k])))
     return rows
 
 
-def run(config: ml_collections.ConfigDict, num_classes: int, *, train: bool,
-        dtype=jnp.float32, twin_dtype: str = "float32", batch: int = 2, seed: int = 0,
-        twin_overrides: dict | None = None) -> tuple[list[Row], list[str]]:
+def run(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    *,
+    train: bool,
+    dtype=jnp.float32,
+    twin_dtype: str = "float32",
+    batch: int = 2,
+    seed: int = 0,
+    twin_overrides: dict | None = None,
+) -> tuple[list[Row], list[str]]:
     """Rows of ours against the twin for `config` (a `config.method`), and notes on what was
     switched off to match (see `Pair`)."""
-    pair = Pair(config, num_classes, train=train, dtype=dtype, batch=batch,
-                twin_overrides=twin_overrides)
+    pair = Pair(
+        config, num_classes, train=train, dtype=dtype, batch=batch, twin_overrides=twin_overrides
+    )
     ours, twin = pair.outputs(seed, twin_dtype)
     return compare(ours, twin), pair.notes
 
@@ -268,10 +313,14 @@ def table(rows: list[Row], columns: dict[str, list[Row]] | None = None) -> str:
     """`rows` as max |ref|, max abs diff, relative; `columns` adds the relative difference of
     other comparisons of the same rows, one column each."""
     columns = columns or {}
-    lines = [f"{'output':<34} {'max |ref|':>11} {'max abs diff':>13} {'relative':>10}"
-             + "".join(f" {name:>19}" for name in columns)]
+    lines = [
+        f"{'output':<34} {'max |ref|':>11} {'max abs diff':>13} {'relative':>10}"
+        + "".join(f" {name:>19}" for name in columns)
+    ]
     for i, r in enumerate(rows):
-        lines.append(f"{r.name:<34} {r.ref_max:>11.4g} {r.abs_diff:>13.3g} {r.rel:>10.2e}"
-                     + "".join(f" {col[i].rel:>19.2e}" for col in columns.values())
-                     + (f"  (largest at {r.where})" if r.where else ""))
+        lines.append(
+            f"{r.name:<34} {r.ref_max:>11.4g} {r.abs_diff:>13.3g} {r.rel:>10.2e}"
+            + "".join(f" {col[i].rel:>19.2e}" for col in columns.values())
+            + (f"  (largest at {r.where})" if r.where else "")
+        )
     return "\n".join(lines)

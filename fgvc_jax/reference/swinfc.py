@@ -15,6 +15,7 @@ FSM (Eq. 13-14): per block and head of stage 4, a_j = mean_i A(i, j), argmax_j (
 those tokens of the final normed stage-4 output, averaged: Z̃. L_con (Eq. 15) on Z̃.
 Loss (Eq. 16): CE_trunk + Σ β_i CE_stage_i + L_con. Prediction (choice): the sum of the
 four heads' softmaxes."""
+
 from __future__ import annotations
 
 import torch
@@ -142,6 +143,7 @@ class SwinFC(Twin):
 
     def predict(self, logits):
         """The sum of the four softmaxes (choice), normalised to class probabilities."""
-        p = sum(torch.softmax(logits[k], -1) for k in ["trunk"] + [f"stage{s}"
-                                                              for s in BRANCH_STAGES])
+        p = sum(
+            torch.softmax(logits[k], -1) for k in ["trunk"] + [f"stage{s}" for s in BRANCH_STAGES]
+        )
         return p / p.sum(dim=-1, keepdim=True)

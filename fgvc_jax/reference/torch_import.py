@@ -1,6 +1,7 @@
 """torch, torchvision and timm, imported on first use. The registry's torchvision is a CUDA
 build whose import fails on the CPU torch; `fgvc_jax.convert.torch_reference` defines the two
 missing op schemas first (model numerics are unaffected)."""
+
 from __future__ import annotations
 
 

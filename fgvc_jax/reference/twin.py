@@ -2,6 +2,7 @@
 module's train/eval mode, with `self.stages` the backbone's stem and stage outputs (NHWC)
 of the last call; `loss(logits, aux, labels) → (total, {term: scalar})`; `predict(logits)`
 the combined prediction as class probabilities."""
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ PyTorch (O, I, *k) kernel ↔ flax (*k, I, O) with size-1 spatial axes dropped w
 side has none (a 1x1 conv written as Dense, a kernel-1 Conv1d); a Linear (O, I) ↔ (I, O); for
 the keys of `twin.flatten_inputs` the input axis is also reordered from C·H·W (a flatten of
 an NCHW map) to H·W·C (the NHWC flatten)."""
+
 from __future__ import annotations
 
 import flax.traverse_util
@@ -26,7 +27,7 @@ def jax_path(key: str, ndim: int) -> tuple[str, ...]:
     """State-dict key → (collection, *module path, name) of the flax variable."""
     backbone = key.startswith("backbone.")
     if backbone:
-        key = densenet_key(key[len("backbone."):])
+        key = densenet_key(key[len("backbone.") :])
     path, _ = flax_path(key, np.zeros((1,) * min(ndim, 4) if ndim < 3 else (1,) * 4))
     return (path[0], "backbone", *path[1:]) if backbone else path
 
@@ -73,8 +74,9 @@ def pairs(twin, flat_jax: dict) -> dict[str, tuple[str, ...]]:
         if path not in flat_jax:
             unknown.append(f"{key} (→ {'/'.join(path)})")
         elif int(np.prod(flat_jax[path].shape)) != tensor.numel():
-            mismatched.append(f"{key} {tuple(tensor.shape)} vs {'/'.join(path)} "
-                              f"{tuple(flat_jax[path].shape)}")
+            mismatched.append(
+                f"{key} {tuple(tensor.shape)} vs {'/'.join(path)} {tuple(flat_jax[path].shape)}"
+            )
         else:
             out[key] = path
     missing = sorted(set(flat_jax) - set(out.values()))
@@ -84,17 +86,20 @@ def pairs(twin, flat_jax: dict) -> dict[str, tuple[str, ...]]:
     if unknown:
         problems.append("twin tensors with no flax variable:\n  " + "\n  ".join(unknown))
     if missing:
-        problems.append("flax variables with no twin tensor:\n  "
-                        + "\n  ".join("/".join(p) for p in missing))
+        problems.append(
+            "flax variables with no twin tensor:\n  " + "\n  ".join("/".join(p) for p in missing)
+        )
     if problems:
-        raise ConversionError(f"{type(twin).__name__}: weight map does not fit:\n"
-                              + "\n".join(problems))
+        raise ConversionError(
+            f"{type(twin).__name__}: weight map does not fit:\n" + "\n".join(problems)
+        )
     return out
 
 
 def _flat(variables) -> dict:
-    return flax.traverse_util.flatten_dict({k: v for k, v in variables.items()
-                                            if k in ("params", "batch_stats")})
+    return flax.traverse_util.flatten_dict(
+        {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
+    )
 
 
 def jax_to_torch(variables: dict, twin) -> None:
@@ -105,8 +110,12 @@ def jax_to_torch(variables: dict, twin) -> None:
     sd = twin.state_dict()
     new = {}
     for key, path in pairs(twin, flat).items():
-        value = to_torch(np.asarray(flat[path], np.float32), sd[key].shape,
-                         twin.flatten_inputs.get(key), key.endswith(".weight"))
+        value = to_torch(
+            np.asarray(flat[path], np.float32),
+            sd[key].shape,
+            twin.flatten_inputs.get(key),
+            key.endswith(".weight"),
+        )
         new[key] = torch.from_numpy(np.array(value, np.float32))
     twin.load_state_dict(new, strict=False)
 
@@ -116,7 +125,13 @@ def torch_to_jax(twin, like: dict) -> dict:
     method's init)."""
     flat = _flat(like)
     sd = twin.state_dict()
-    out = {path: to_jax(sd[key].detach().cpu().numpy(), flat[path].shape,
-                        twin.flatten_inputs.get(key), key.endswith(".weight"))
-           for key, path in pairs(twin, flat).items()}
+    out = {
+        path: to_jax(
+            sd[key].detach().cpu().numpy(),
+            flat[path].shape,
+            twin.flatten_inputs.get(key),
+            key.endswith(".weight"),
+        )
+        for key, path in pairs(twin, flat).items()
+    }
     return flax.traverse_util.unflatten_dict(out)

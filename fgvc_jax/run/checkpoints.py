@@ -15,6 +15,7 @@ checkpoint that cannot be read or does not verify is damaged: the trainer moves 
 `<step>.damaged-<time>` (never deleted; orbax no longer sees it) and resumes from the newest
 good one; the tools skip it without moving anything.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -31,7 +32,6 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-
 from absl import logging
 from etils import epath
 
@@ -128,6 +128,7 @@ def _quiet_read_errors():
         text = str(info.exc_value)
         if "error while reading array" not in text and "Event loop is closed" not in text:
             previous(info)
+
     sys.unraisablehook = hook
     try:
         yield
@@ -157,13 +158,13 @@ def verify(folder: str, restored) -> None:
     """Raise Damaged unless each top-level entry of `restored` has the recorded digest."""
     expected = stored_digest(folder)
     if expected is None:
-        logging.warning("checkpoint %s has no digest (written by an older version): not "
-                        "verified", folder)
+        logging.warning(
+            "checkpoint %s has no digest (written by an older version): not verified", folder
+        )
         return
     for top, value in digest(restored).items():
         if top in expected and expected[top] != value:
-            raise Damaged(folder, f"the {top} read differ from those written (digest "
-                          "mismatch)")
+            raise Damaged(folder, f"the {top} read differ from those written (digest mismatch)")
         if top not in expected:
             raise Damaged(folder, f"holds no digest of {top!r}")
 
@@ -207,11 +208,17 @@ def check_fits(folder: str, target, method: str | None = None) -> None:
         if saved.get(name) != want.get(name):
             shape = lambda d: str(d[name]) if name in d else "absent"
             wrote = _method_of(folder)
-            who = (f" (written by method {wrote!r}; this run is {method!r})"
-                   if wrote and method and wrote != method else
-                   f" (written by method {wrote!r})" if wrote else "")
-            raise Mismatch(f"checkpoint {folder} holds another model{who}: {name} is "
-                           f"{shape(saved)} in the checkpoint, {shape(want)} in this run.")
+            who = (
+                f" (written by method {wrote!r}; this run is {method!r})"
+                if wrote and method and wrote != method
+                else f" (written by method {wrote!r})"
+                if wrote
+                else ""
+            )
+            raise Mismatch(
+                f"checkpoint {folder} holds another model{who}: {name} is "
+                f"{shape(saved)} in the checkpoint, {shape(want)} in this run."
+            )
 
 
 def read_variables(folder: str, target: dict, method: str | None = None) -> dict:
@@ -225,8 +232,10 @@ def read_variables(folder: str, target: dict, method: str | None = None) -> dict
         with _quiet_read_errors(), ocp.PyTreeCheckpointer() as ckptr:
             restored = ckptr.restore(
                 os.path.join(os.path.abspath(folder), "default"),
-                args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                            partial_restore=True))
+                args=ocp.args.PyTreeRestore(
+                    item=target, restore_args=restore_args, partial_restore=True
+                ),
+            )
     except Exception as e:  # noqa: BLE001
         if not _is_damage(e):
             raise
@@ -241,8 +250,10 @@ def _read_all(folder: str) -> None:
     tree = getattr(tree, "tree", tree)
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     with _quiet_read_errors(), ocp.PyTreeCheckpointer() as ckptr:
-        restored = ckptr.restore(os.path.join(folder, "default"),
-                                 args=ocp.args.PyTreeRestore(item=tree, restore_args=args))
+        restored = ckptr.restore(
+            os.path.join(folder, "default"),
+            args=ocp.args.PyTreeRestore(item=tree, restore_args=args),
+        )
     verify(folder, restored)
 
 
@@ -256,17 +267,26 @@ class Checkpoints:
     """The periodic and best-by-accuracy checkpoint managers of one workdir. `method` names
     the run's method in the message of a checkpoint of another model."""
 
-    def __init__(self, workdir: str, *, keep: int = 3, best_metric: str = "top1/combined",
-                 method: str | None = None):
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        keep: int = 3,
+        best_metric: str = "top1/combined",
+        method: str | None = None,
+    ):
         root = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
         self.best_metric, self.method = best_metric, method
         self.latest = ocp.CheckpointManager(
             root / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
         self.best = ocp.CheckpointManager(
             root / "best",
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode="max"))
+                max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode="max"
+            ),
+        )
 
         self._best = self._read_best_value()
 
@@ -294,17 +314,25 @@ class Checkpoints:
     def save(self, step: int, state: Any) -> None:
         """Periodic checkpoint of `state` at `step` with its digest (asynchronous; `wait` to
         finish)."""
-        self.latest.save(step, args=ocp.args.StandardSave(state), force=True,
-                         custom_metadata={DIGEST_KEY: digest(state)})
+        self.latest.save(
+            step,
+            args=ocp.args.StandardSave(state),
+            force=True,
+            custom_metadata={DIGEST_KEY: digest(state)},
+        )
 
     def save_best(self, step: int, state: Any, metrics: dict[str, float]) -> bool:
         """Save `state` as the best checkpoint when `metrics[best_metric]` improved."""
         value = float(metrics[self.best_metric])
         if value <= self._best:
             return False
-        self.best.save(step, args=ocp.args.StandardSave(state),
-                       metrics={k: float(v) for k, v in metrics.items()}, force=True,
-                       custom_metadata={DIGEST_KEY: digest(state)})
+        self.best.save(
+            step,
+            args=ocp.args.StandardSave(state),
+            metrics={k: float(v) for k, v in metrics.items()},
+            force=True,
+            custom_metadata={DIGEST_KEY: digest(state)},
+        )
         self._best = value
         return True
 
@@ -336,7 +364,8 @@ class Checkpoints:
         if failed:
             raise CheckpointError(
                 f"no checkpoint in {mgr.directory} can be read (nothing moved): "
-                + "; ".join(f"step {s}: {r}" for s, r in failed))
+                + "; ".join(f"step {s}: {r}" for s, r in failed)
+            )
         return None
 
     def last_good(self) -> int | None:
@@ -368,10 +397,12 @@ class Checkpoints:
                     n += 1
                     aside = f"{folder}.damaged-{stamp}-{n}"
                 os.rename(folder, aside)
-            logging.warning("Checkpoint %s is damaged (%s): moved aside to %s; %s.",
-                            folder, reason, aside, then)
+            logging.warning(
+                "Checkpoint %s is damaged (%s): moved aside to %s; %s.", folder, reason, aside, then
+            )
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
+
             multihost_utils.sync_global_devices("fgvc_jax:checkpoints_set_aside")
         mgr.reload()
 
@@ -379,8 +410,7 @@ class Checkpoints:
         """(folder, step) of every checkpoint `find` may return, newest first: 'best' then
         'latest' for 'best'. The tools try them in order, skipping damaged ones."""
         mgrs = [self.best, self.latest] if which == "best" else [self._manager(which)]
-        return [(self._folder(m, s), s) for m in mgrs for s in sorted(m.all_steps(),
-                                                                      reverse=True)]
+        return [(self._folder(m, s), s) for m in mgrs for s in sorted(m.all_steps(), reverse=True)]
 
     def find(self, which: str = "best") -> tuple[str, int] | None:
         """(folder, step) of the best or latest checkpoint; 'best' falls back to 'latest' (a
@@ -409,11 +439,18 @@ def _read_pretrained(path: str, arch: str | None, backbone_kwargs: dict) -> dict
     if arch is None:
         raise ValueError("config.init.pretrained is set but the method names no backbone_arch.")
     from fgvc_jax.convert import load_pretrained  # the one place the converter is called
+
     return load_pretrained(arch, path, num_classes=0, **backbone_kwargs)
 
 
-def load_pretrained(variables: dict, path: str, *, arch: str | None, dont_load: str = "",
-                    backbone_kwargs: dict | None = None) -> dict:
+def load_pretrained(
+    variables: dict,
+    path: str,
+    *,
+    arch: str | None,
+    dont_load: str = "",
+    backbone_kwargs: dict | None = None,
+) -> dict:
     """`variables` with the backbone replaced by the pretrained weights at `path` (strict:
     every backbone variable not matched by `dont_load` is filled)."""
     pretrained = _read_pretrained(path, arch, backbone_kwargs or {})

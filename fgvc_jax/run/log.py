@@ -5,6 +5,7 @@ per log step — step/total, epoch, loss, learning rate, images/s, ETA (h:mm). P
 Images/s and the ETA are measured between log steps, never across the first step after a
 start or resume (it holds the compilation) nor across an evaluation.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,15 @@ def _hm(seconds: float) -> str:
 class RunLog:
     """Metrics of one run: `scalars` (TensorBoard + metrics.jsonl), `progress` (console)."""
 
-    def __init__(self, workdir: str, *, num_steps: int, steps_per_epoch: int,
-                 batch_size: int, stream=None):
+    def __init__(
+        self, workdir: str, *, num_steps: int, steps_per_epoch: int, batch_size: int, stream=None
+    ):
         self.active = jax.process_index() == 0
         self.num_steps, self.steps_per_epoch = num_steps, steps_per_epoch
         self.batch_size = batch_size
         self.stream = stream or sys.stdout
         self._mark: tuple[int, float] | None = None  # (step, time) the rate is measured from
-        self._rate: float | None = None              # steps per second
+        self._rate: float | None = None  # steps per second
         if self.active:
             from clu import metric_writers
 
@@ -41,8 +43,9 @@ class RunLog:
         if not self.active or not values:
             return
         self.tb.write_scalars(step, values)
-        self.jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in
-                                                          values.items()}}) + "\n")
+        self.jsonl.write(
+            json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n"
+        )
         self.jsonl.flush()
 
     def hparams(self, values: dict) -> None:
@@ -63,20 +66,28 @@ class RunLog:
         self._mark = (step, now)
         return self._rate * self.batch_size
 
-    def progress(self, step: int, loss: float, lrs: dict[str, float],
-                 images_per_sec: float | None) -> None:
+    def progress(
+        self, step: int, loss: float, lrs: dict[str, float], images_per_sec: float | None
+    ) -> None:
         """The console line of a log step."""
         if not self.active:
             return
         values = sorted(lrs.items())
-        lr = (f"{values[0][1]:.2e}" if len({v for _, v in values}) == 1
-              else " ".join(f"{g}={v:.2e}" for g, v in values))
+        lr = (
+            f"{values[0][1]:.2e}"
+            if len({v for _, v in values}) == 1
+            else " ".join(f"{g}={v:.2e}" for g, v in values)
+        )
         speed = f"{images_per_sec:7.1f} img/s" if images_per_sec else "    --- img/s"
-        eta = (_hm((self.num_steps - step) / self._rate) if self._rate else "-:--")
+        eta = _hm((self.num_steps - step) / self._rate) if self._rate else "-:--"
         epoch = step / max(self.steps_per_epoch, 1)
         width = len(str(self.num_steps))
-        print(f"step {step:>{width}}/{self.num_steps}  epoch {epoch:6.2f}  loss {loss:8.4f}  "
-              f"lr {lr}  {speed}  ETA {eta}", file=self.stream, flush=True)
+        print(
+            f"step {step:>{width}}/{self.num_steps}  epoch {epoch:6.2f}  loss {loss:8.4f}  "
+            f"lr {lr}  {speed}  ETA {eta}",
+            file=self.stream,
+            flush=True,
+        )
 
     def line(self, text: str) -> None:
         if self.active:

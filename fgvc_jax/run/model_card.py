@@ -1,6 +1,7 @@
 """`<workdir>/model.json`: what a workdir's model needs to be used without its dataset — the
 class names, the eval preprocessing, the method config and the dataset's identity (name,
 version, split sizes, fingerprint). Written by the trainer at start; read by the tools."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,14 @@ def card(config, info, method) -> dict:
         "method": config.method.to_dict(),
         "num_classes": info.num_classes,
         "class_names": list(info.class_names),
-        "preprocess": {"eval_resize": int(d.eval_resize), "eval_crop": int(d.eval_crop),
-                       "resize_mode": d.resize_mode, "mean": list(method.mean),
-                       "std": list(method.std), "input": "uint8 RGB, NHWC"},
+        "preprocess": {
+            "eval_resize": int(d.eval_resize),
+            "eval_crop": int(d.eval_crop),
+            "resize_mode": d.resize_mode,
+            "mean": list(method.mean),
+            "std": list(method.std),
+            "input": "uint8 RGB, NHWC",
+        },
         "dataset": {k: v for k, v in info.to_dict().items() if k != "class_names"},
     }
 
@@ -44,5 +50,6 @@ def read(workdir: str) -> dict | None:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is damaged ({e}); it is rewritten by the next training "
-                         "start in this workdir.") from e
+        raise ValueError(
+            f"{path} is damaged ({e}); it is rewritten by the next training start in this workdir."
+        ) from e

@@ -15,6 +15,7 @@ latest start's stops with the list of changed keys, unless the change is accepte
 (`--allow_config_change`). Keys that only say where files are or how often to log or save
 (`IGNORED`) never change what is computed: they may differ on resume.
 """
+
 from __future__ import annotations
 
 import errno
@@ -34,8 +35,15 @@ LOCK_FILE = "run.lock"
 CONFIG_FILE = "config.json"
 HISTORY_DIR = "config_history"
 #: Config keys that may differ on resume without --allow_config_change.
-IGNORED = ("data.data_dir", "data.manual_dir", "data.num_workers", "data.prefetch",
-           "train.log_every", "train.checkpoint_every", "train.keep")
+IGNORED = (
+    "data.data_dir",
+    "data.manual_dir",
+    "data.num_workers",
+    "data.prefetch",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep",
+)
 
 
 _ABSENT = "(absent)"
@@ -58,9 +66,13 @@ class ConfigChanged(WorkdirError):
 
 
 def _why(e: OSError) -> str:
-    return {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-            errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device",
-            errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))
+    return {
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(e.errno, e.strerror or str(e))
 
 
 def create(workdir: str) -> str:
@@ -82,9 +94,11 @@ def create(workdir: str) -> str:
         os.remove(probe)
     except OSError as e:
         verb = "is not writable" if os.path.isdir(path) else "cannot be created"
-        raise WorkdirError(f"workdir {path} {verb}: {_why(e)}"
-                           + (f" ({e.filename})" if e.filename and e.filename != path else "")
-                           + ".") from None
+        raise WorkdirError(
+            f"workdir {path} {verb}: {_why(e)}"
+            + (f" ({e.filename})" if e.filename and e.filename != path else "")
+            + "."
+        ) from None
     return path
 
 
@@ -120,8 +134,10 @@ def _read_lock(path: str) -> dict | None:
 
 
 def _describe(holder: dict) -> str:
-    return (f"{holder.get('mode', 'a run')} (PID {holder.get('pid')} on host "
-            f"{holder.get('host')}, since {holder.get('started', '?')})")
+    return (
+        f"{holder.get('mode', 'a run')} (PID {holder.get('pid')} on host "
+        f"{holder.get('host')}, since {holder.get('started', '?')})"
+    )
 
 
 class RunLock:
@@ -135,7 +151,7 @@ class RunLock:
         self.token = uuid.uuid4().hex
         self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         import jax
 
         error = None
@@ -150,8 +166,10 @@ class RunLock:
 
             ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
             if not ok and error is None:
-                error = WorkdirInUse(f"workdir {os.path.abspath(self.workdir)} could not be "
-                                     "locked by process 0 (see its message).")
+                error = WorkdirInUse(
+                    f"workdir {os.path.abspath(self.workdir)} could not be "
+                    "locked by process 0 (see its message)."
+                )
         if error is not None:
             raise error
         return self
@@ -160,14 +178,22 @@ class RunLock:
         self.release()
 
     def _record(self) -> dict:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "mode": self.mode,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "token": self.token,
-                "proc_start": _start_time(os.getpid()), "command": " ".join(sys.argv)}
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "mode": self.mode,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "token": self.token,
+            "proc_start": _start_time(os.getpid()),
+            "command": " ".join(sys.argv),
+        }
 
     def _acquire(self) -> None:
         if "://" in str(self.workdir):
-            logging.warning("workdir %s: no run lock on remote file systems; make sure no "
-                            "other run uses it.", self.workdir)
+            logging.warning(
+                "workdir %s: no run lock on remote file systems; make sure no other run uses it.",
+                self.workdir,
+            )
             return
         if self.create:
             create(self.workdir)
@@ -178,8 +204,9 @@ class RunLock:
             with open(tmp, "w") as f:
                 json.dump(self._record(), f)
         except OSError as e:
-            raise WorkdirError(f"workdir {os.path.abspath(self.workdir)} is not writable: "
-                               f"{_why(e)}.") from None
+            raise WorkdirError(
+                f"workdir {os.path.abspath(self.workdir)} is not writable: {_why(e)}."
+            ) from None
         try:
             for _ in range(5):
                 try:
@@ -199,11 +226,14 @@ class RunLock:
                         f"workdir {os.path.abspath(self.workdir)} is in use by "
                         f"{_describe(holder)}: one run per workdir. Wait for it to end or "
                         f"choose another --workdir; if that process is gone, delete "
-                        f"{self.path}.")
+                        f"{self.path}."
+                    )
                 if self._take_over(tmp, holder):
                     return
-            raise WorkdirInUse(f"workdir {os.path.abspath(self.workdir)}: could not take "
-                               f"{self.path} (other processes are taking it).")
+            raise WorkdirInUse(
+                f"workdir {os.path.abspath(self.workdir)}: could not take "
+                f"{self.path} (other processes are taking it)."
+            )
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -220,8 +250,11 @@ class RunLock:
             finally:
                 fcntl.flock(guard, fcntl.LOCK_UN)
         self.held = True
-        what = ("an unreadable lock" if holder.get("unreadable")
-                else f"the lock of {_describe(holder)}, which is no longer running")
+        what = (
+            "an unreadable lock"
+            if holder.get("unreadable")
+            else f"the lock of {_describe(holder)}, which is no longer running"
+        )
         logging.warning("workdir %s: took over %s.", os.path.abspath(self.workdir), what)
         print(f"note: took over {what} ({self.path}).", file=sys.stderr, flush=True)
         return True
@@ -256,8 +289,9 @@ def _load(path: str) -> dict:
         with open(path) as f:
             value = json.load(f)
     except ValueError as e:
-        raise WorkdirError(f"{path} is corrupt ({e}): restore it from config_history/ or "
-                           "pass the run's --config.") from None
+        raise WorkdirError(
+            f"{path} is corrupt ({e}): restore it from config_history/ or pass the run's --config."
+        ) from None
     except OSError as e:
         raise WorkdirError(f"{path} cannot be read: {_why(e)}.") from None
     if not isinstance(value, dict):
@@ -269,8 +303,10 @@ def _history(workdir: str) -> list[str]:
     d = os.path.join(workdir, HISTORY_DIR)
     if not os.path.isdir(d):
         return []
-    names = sorted((n for n in os.listdir(d) if n.endswith(".json") and n[:-5].isdigit()),
-                   key=lambda n: int(n[:-5]))
+    names = sorted(
+        (n for n in os.listdir(d) if n.endswith(".json") and n[:-5].isdigit()),
+        key=lambda n: int(n[:-5]),
+    )
     return [os.path.join(d, n) for n in names]
 
 
@@ -289,8 +325,7 @@ def run_config(workdir: str) -> dict | None:
         return None
     history = _history(workdir)
     path = os.path.join(workdir, CONFIG_FILE)
-    if history and (not os.path.exists(path)
-                    or any(_load(h).get("accepted") for h in history)):
+    if history and (not os.path.exists(path) or any(_load(h).get("accepted") for h in history)):
         return _entry_config(history[-1])
     return _load(path) if os.path.exists(path) else None
 
@@ -309,8 +344,11 @@ def changed_keys(old: dict, new: dict) -> dict[str, tuple]:
     """{key: (old value, new value)} of every differing leaf ('(absent)' where missing)."""
     a, b = _flatten(old), _flatten(new)
     missing = _ABSENT
-    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
-            if a.get(k, missing) != b.get(k, missing)}
+    return {
+        k: (a.get(k, missing), b.get(k, missing))
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    }
 
 
 def _listing(changes: dict[str, tuple], limit: int = 12) -> str:
@@ -319,8 +357,9 @@ def _listing(changes: dict[str, tuple], limit: int = 12) -> str:
     return "; ".join(items[:limit]) + (f"; and {more} more" if more > 0 else "")
 
 
-def record_start(workdir: str, config, *, resuming: bool, allow_change: bool = False
-                 ) -> dict[str, tuple]:
+def record_start(
+    workdir: str, config, *, resuming: bool, allow_change: bool = False
+) -> dict[str, tuple]:
     """Check `config` (a ConfigDict) against the run's latest recorded config and record
     this start. `resuming`: the workdir has a checkpoint to continue from. Raises
     ConfigChanged listing the changed keys unless `allow_change`; returns the changes.
@@ -339,37 +378,61 @@ def record_start(workdir: str, config, *, resuming: bool, allow_change: bool = F
     versions = {k: v for k, v in changes.items() if _ABSENT in v}
     blocking = {k: v for k, v in changes.items() if k not in IGNORED and k not in versions}
     if resuming and versions:
-        logging.warning("Config keys added or removed since the last start (another version "
-                        "of fgvc_jax): %s", _listing(versions, 50))
+        logging.warning(
+            "Config keys added or removed since the last start (another version of fgvc_jax): %s",
+            _listing(versions, 50),
+        )
     if resuming and blocking and not allow_change:
         raise ConfigChanged(
             f"workdir {os.path.abspath(workdir)} was trained with another config; changed: "
             f"{_listing(blocking)}. Resume with the run's config (see {CONFIG_FILE} and "
             f"{HISTORY_DIR}/), choose another --workdir, or pass --allow_config_change to "
-            "continue with the new one.", list(blocking))
+            "continue with the new one.",
+            list(blocking),
+        )
     if resuming and blocking:
-        logging.warning("Config changed since the last start, accepted by "
-                        "--allow_config_change: %s", _listing(blocking, 50))
+        logging.warning(
+            "Config changed since the last start, accepted by --allow_config_change: %s",
+            _listing(blocking, 50),
+        )
         for key in ("train.num_steps", "train.num_epochs"):
             if key in blocking:
-                logging.warning("%s %r -> %r: the learning-rate schedule is rebuilt for the new "
-                                "length and continues at the resumed step.", key,
-                                *blocking[key])
+                logging.warning(
+                    "%s %r -> %r: the learning-rate schedule is rebuilt for the new "
+                    "length and continues at the resumed step.",
+                    key,
+                    *blocking[key],
+                )
     if jax.process_index() != 0:
         return blocking
     root = os.path.abspath(workdir)
     history = _history(root)
     os.makedirs(os.path.join(root, HISTORY_DIR), exist_ok=True)
     if not history and previous is not None:  # a workdir from before the history was kept
-        write_atomic(os.path.join(root, HISTORY_DIR, "0.json"), json.dumps(
-            {"start": 0, "note": f"the {CONFIG_FILE} found before config_history/ was kept",
-             "config": previous}, indent=2))
+        write_atomic(
+            os.path.join(root, HISTORY_DIR, "0.json"),
+            json.dumps(
+                {
+                    "start": 0,
+                    "note": f"the {CONFIG_FILE} found before config_history/ was kept",
+                    "config": previous,
+                },
+                indent=2,
+            ),
+        )
         history = ["0.json"]
     n = max(int(os.path.basename(h)[:-5]) for h in history) + 1 if history else 1
-    entry = {"start": n, "resuming": bool(resuming), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-             "host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv),
-             "changed": sorted(changes), "accepted": sorted(blocking) if resuming else [],
-             "config": new}
+    entry = {
+        "start": n,
+        "resuming": bool(resuming),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+        "changed": sorted(changes),
+        "accepted": sorted(blocking) if resuming else [],
+        "config": new,
+    }
     write_atomic(os.path.join(root, HISTORY_DIR, f"{n}.json"), json.dumps(entry, indent=2))
     config_json = os.path.join(root, CONFIG_FILE)
     if not resuming or not os.path.exists(config_json):
@@ -383,4 +446,5 @@ def check_length(start_step: int, num_steps: int, workdir: str) -> None:
         raise WorkdirError(
             f"workdir {os.path.abspath(workdir)} resumes at step {start_step}, past the new "
             f"length of {num_steps} steps: nothing to train. Evaluate it with --mode eval, or "
-            "set train.num_steps/num_epochs beyond the resumed step.")
+            "set train.num_steps/num_epochs beyond the resumed step."
+        )

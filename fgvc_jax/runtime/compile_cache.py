@@ -7,6 +7,7 @@ and the tools use: a mistyped workdir is never created) in `$FGVC_JAX_CACHE` or 
 Every program is cached, however fast it compiled (JAX's default keeps only those over 1 s):
 the train step, the eval step and the small jitted helpers of a start-up alike.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ of pmap data parallelism): parameters are replicated, batches are sharded on 'da
 GSPMD inserts the all-reduces
 (gradient mean, BatchNorm statistics over the global batch).
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,8 @@ import os
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -54,14 +56,22 @@ def initialize_distributed() -> None:
         if missing:
             raise ValueError(
                 f"JAX_COORDINATOR_ADDRESS is set but {', '.join(missing)} is not: set all three "
-                "(JAX_COORDINATOR_ADDRESS=host:port JAX_NUM_PROCESSES=n JAX_PROCESS_ID=i).")
-        kwargs = dict(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-                      num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                      process_id=int(os.environ["JAX_PROCESS_ID"]))
+                "(JAX_COORDINATOR_ADDRESS=host:port JAX_NUM_PROCESSES=n JAX_PROCESS_ID=i)."
+            )
+        kwargs = dict(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
     jax.distributed.initialize(**kwargs)
-    logging.info("jax.distributed initialised (%s): process %d of %d, %d local / %d devices",
-                 launcher, jax.process_index(), jax.process_count(),
-                 jax.local_device_count(), jax.device_count())
+    logging.info(
+        "jax.distributed initialised (%s): process %d of %d, %d local / %d devices",
+        launcher,
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -86,11 +96,13 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "train.batc
     if global_batch_size % n or global_batch_size % jax.process_count():
         raise ValueError(
             f"config.{what}={global_batch_size} must be a multiple of the number of devices "
-            f"({n}, over {jax.process_count()} process(es)).")
+            f"({n}, over {jax.process_count()} process(es))."
+        )
 
 
 def host_to_global(batch: dict, mesh: Mesh) -> dict:
     """Host-local numpy batch (this process's rows) → global jax.Arrays sharded on 'data'."""
     sharding = data_sharded(mesh)
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+    )

@@ -1,4 +1,5 @@
 """Whether a process of this host still runs (for stale locks and half-built caches)."""
+
 from __future__ import annotations
 
 import os

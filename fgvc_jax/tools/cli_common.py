@@ -1,6 +1,7 @@
 """What the tool CLIs (evaluate, predict, explain) share: the --workdir/--config/--checkpoint
 flags and entry point, the image arguments, loading the trained model, and one-line errors
 for user mistakes."""
+
 from __future__ import annotations
 
 import os
@@ -18,21 +19,35 @@ def define_common_flags() -> None:
 
     flags.DEFINE_string("workdir", None, "The training run's folder (checkpoints).")
     config_flags.DEFINE_config_file(
-        "config", None, "configs/<method>.py:<dataset> the run was trained with (with the same "
-        "--config.* overrides); optional when the workdir has config.json.")
-    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"],
-                      "Which checkpoint of the workdir (best falls back to latest).")
+        "config",
+        None,
+        "configs/<method>.py:<dataset> the run was trained with (with the same "
+        "--config.* overrides); optional when the workdir has config.json.",
+    )
+    flags.DEFINE_enum(
+        "checkpoint",
+        "best",
+        ["best", "latest"],
+        "Which checkpoint of the workdir (best falls back to latest).",
+    )
     flags.DEFINE_string("platform", "", "cpu | gpu | tpu (default: JAX's choice).")
 
 
 def check_config_args(argv: list[str]) -> None:
     """A missing --config file is one clear error (before absl parses and imports it)."""
     for i, a in enumerate(argv):
-        spec = a.split("=", 1)[1] if a.startswith("--config=") else (
-            argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
+        spec = (
+            a.split("=", 1)[1]
+            if a.startswith("--config=")
+            else (argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
+        )
         if spec is not None and not os.path.isfile(spec.partition(":")[0]):
-            fail(ValueError(f"--config {spec}: no file {spec.partition(':')[0]!r} "
-                            "(expected configs/<method>.py:<dataset>)."))
+            fail(
+                ValueError(
+                    f"--config {spec}: no file {spec.partition(':')[0]!r} "
+                    "(expected configs/<method>.py:<dataset>)."
+                )
+            )
 
 
 def run(main, define_tool_flags) -> None:
@@ -43,6 +58,7 @@ def run(main, define_tool_flags) -> None:
     define_common_flags()
     define_tool_flags()
     check_config_args(sys.argv[1:])
+
     def quiet_main(argv):
         quiet()
         return main(argv)
@@ -67,8 +83,9 @@ def image_paths(argv: list[str], tool: str) -> list[str]:
     from fgvc_jax.tools.trained import ToolError
 
     if len(argv) < 2:
-        raise ToolError(f"no images given: python -m fgvc_jax.{tool} --workdir DIR "
-                        "IMAGE_OR_FOLDER...")
+        raise ToolError(
+            f"no images given: python -m fgvc_jax.{tool} --workdir DIR IMAGE_OR_FOLDER..."
+        )
     return image_files.expand_paths(argv[1:])
 
 

@@ -12,6 +12,7 @@ methods exactly the usual class logit).
 The same forward pass asks the network for its own maps (`explain=True`): they come back in
 `Outputs.aux['maps']`, so this module knows nothing of any method.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -28,15 +29,20 @@ def tap_name(module: nn.Module, method_name: str, args: tuple, top: nn.Module) -
         return f"conv{int(args[0]) + 1}_x"
     if method_name == "stage" and isinstance(module, SwinTransformer):
         return f"stage{int(args[0])}"
-    if (method_name == "__call__" and not hasattr(top, "backbone") and module.scope is not None
-            and len(module.scope.path) == 1
-            and (isinstance(module, nn.Conv) or module.name == "attention")):
+    if (
+        method_name == "__call__"
+        and not hasattr(top, "backbone")
+        and module.scope is not None
+        and len(module.scope.path) == 1
+        and (isinstance(module, nn.Conv) or module.name == "attention")
+    ):
         return module.name
     return None
 
 
-def apply_with_taps(network: nn.Module, variables: dict, x: jax.Array,
-                    probes: dict[str, jax.Array] | None = None):
+def apply_with_taps(
+    network: nn.Module, variables: dict, x: jax.Array, probes: dict[str, jax.Array] | None = None
+):
     """network.apply(variables, x, train=False, explain=True) with the taps: returns
     (Outputs, stage activations {name: (B, H, W, C)} with `probes` added)."""
     acts: dict[str, jax.Array] = {}
@@ -59,8 +65,10 @@ def apply_with_taps(network: nn.Module, variables: dict, x: jax.Array,
 
 def target_score(outputs, targets: jax.Array) -> jax.Array:
     """Σ over heads and batch of the target class's logit."""
-    return sum(jnp.take_along_axis(v.astype(jnp.float32), targets[:, None], axis=1).sum()
-               for v in outputs.logits.values())
+    return sum(
+        jnp.take_along_axis(v.astype(jnp.float32), targets[:, None], axis=1).sum()
+        for v in outputs.logits.values()
+    )
 
 
 def cam_from(act: jax.Array, grad: jax.Array) -> jax.Array:

@@ -1,15 +1,15 @@
 """The tools' images: files named on the command line (folders expanded), read and
 preprocessed as in evaluation, and run through a jitted function in fixed-size batches."""
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from fgvc_jax.data.images import IMAGE_EXTENSIONS
 from fgvc_jax.tools.trained import ToolError
-
 
 
 def expand_paths(paths: list[str]) -> list[str]:
@@ -18,8 +18,11 @@ def expand_paths(paths: list[str]) -> list[str]:
     out, missing = [], []
     for p in paths:
         if os.path.isdir(p):
-            out += sorted(os.path.join(p, f) for f in os.listdir(p)
-                          if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+            out += sorted(
+                os.path.join(p, f)
+                for f in os.listdir(p)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+            )
         elif os.path.isfile(p):
             out.append(p)
         else:
@@ -31,8 +34,9 @@ def expand_paths(paths: list[str]) -> list[str]:
     return out
 
 
-def load_images(paths: list[str], config, skip_unreadable: bool = False
-                ) -> tuple[np.ndarray, list[str], list[str]]:
+def load_images(
+    paths: list[str], config, skip_unreadable: bool = False
+) -> tuple[np.ndarray, list[str], list[str]]:
     """(uint8 (N, C, C, 3) eval-preprocessed images, their paths, unreadable paths).
     Raises one ToolError naming every unreadable file unless `skip_unreadable`."""
     from fgvc_jax.data import preprocess
@@ -61,10 +65,10 @@ def in_batches(fn: Callable, images: np.ndarray, batch_size: int):
     bs = max(1, min(batch_size, len(images)))
     chunks = []
     for start in range(0, len(images), bs):
-        chunk = images[start:start + bs]
+        chunk = images[start : start + bs]
         pad = bs - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
         out = jax.device_get(fn(chunk))
-        chunks.append(jax.tree.map(lambda a: np.asarray(a)[:bs - pad], out))
+        chunks.append(jax.tree.map(lambda a: np.asarray(a)[: bs - pad], out))
     return jax.tree.map(lambda *a: np.concatenate(a), *chunks)

@@ -7,6 +7,7 @@ trainer wrote it, from `<workdir>/config.json`. The checkpoint is the workdir's 
 the latest, `checkpoint='latest'`), restored with the same train-state layout the trainer
 saves.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,8 @@ class ToolError(Exception):
 @dataclasses.dataclass
 class Trained:
     config: ml_collections.ConfigDict
-    method: Any               # fgvc_jax.methods.Method
-    variables: dict           # {'params': ..., ['batch_stats': ...]}
+    method: Any  # fgvc_jax.methods.Method
+    variables: dict  # {'params': ..., ['batch_stats': ...]}
     class_names: list[str]
     step: int
     workdir: str
@@ -39,20 +40,23 @@ class Trained:
     def normalize(self, images) -> jax.Array:
         """uint8 NHWC → the network's input (normalised, compute dtype)."""
         from fgvc_jax.data import preprocess
-        return preprocess.normalize(images, self.method.mean, self.method.std,
-                                    self.method.dtype)
+
+        return preprocess.normalize(images, self.method.mean, self.method.std, self.method.dtype)
 
 
-def read_config(workdir: str, config: ml_collections.ConfigDict | None = None
-                ) -> ml_collections.ConfigDict:
+def read_config(
+    workdir: str, config: ml_collections.ConfigDict | None = None
+) -> ml_collections.ConfigDict:
     """`config` if given, else `<workdir>/config.json`, else a ToolError saying what to pass."""
     if config is not None:
         return config
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.isfile(path):
-        raise ToolError(f"no {CONFIG_FILE} in workdir {os.path.abspath(workdir)}: pass the "
-                        "config the run was trained with, e.g. --config "
-                        "configs/<method>.py:<dataset> (with the same --config.* overrides).")
+        raise ToolError(
+            f"no {CONFIG_FILE} in workdir {os.path.abspath(workdir)}: pass the "
+            "config the run was trained with, e.g. --config "
+            "configs/<method>.py:<dataset> (with the same --config.* overrides)."
+        )
     from fgvc_jax.run import workdir as workdir_lib
 
     try:  # the latest start's config (config_history/), one line if corrupt (issue 16)
@@ -67,8 +71,10 @@ def check_workdir(workdir: str | None) -> str:
     if not os.path.isdir(workdir):
         raise ToolError(f"workdir {os.path.abspath(workdir)} does not exist.")
     if not any(os.path.isdir(os.path.join(workdir, d)) for d in ("best", "checkpoints")):
-        raise ToolError(f"no checkpoint in {os.path.abspath(workdir)} (expected best/ or "
-                        "checkpoints/): train first with python -m fgvc_jax.main --mode train.")
+        raise ToolError(
+            f"no checkpoint in {os.path.abspath(workdir)} (expected best/ or "
+            "checkpoints/): train first with python -m fgvc_jax.main --mode train."
+        )
     return workdir
 
 
@@ -81,15 +87,17 @@ def class_names_of(workdir: str, config: ml_collections.ConfigDict) -> list[str]
     if saved is not None:
         return list(saved["class_names"])
     from fgvc_jax import data
+
     return list(data.prepare(config.data).class_names)
 
 
-def load(workdir: str, config: ml_collections.ConfigDict | None = None,
-         checkpoint: str = "best") -> Trained:
+def load(
+    workdir: str, config: ml_collections.ConfigDict | None = None, checkpoint: str = "best"
+) -> Trained:
     """Restore the variables of the `checkpoint` ('best', falling back to 'latest'; or
     'latest') of `workdir` (no optimizer state is read)."""
-    from fgvc_jax.runtime import parallel
     from fgvc_jax.loop import state
+    from fgvc_jax.runtime import parallel
 
     workdir = check_workdir(workdir)
     config = read_config(workdir, config)
@@ -97,11 +105,23 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None,
     method = state.create_method(config, len(names))
     shape = (int(config.data.eval_crop),) * 2 + (3,)
     restored = state.restore_workdir_variables(
-        workdir, config, state.variable_shapes(method, shape, config.seed, method.dtype),
-        parallel.make_mesh(), checkpoint)
+        workdir,
+        config,
+        state.variable_shapes(method, shape, config.seed, method.dtype),
+        parallel.make_mesh(),
+        checkpoint,
+    )
     if restored is None:
-        raise ToolError(f"no checkpoint in {os.path.abspath(workdir)} (best/ and checkpoints/ "
-                        "are empty): train first with python -m fgvc_jax.main --mode train.")
+        raise ToolError(
+            f"no checkpoint in {os.path.abspath(workdir)} (best/ and checkpoints/ "
+            "are empty): train first with python -m fgvc_jax.main --mode train."
+        )
     variables, step = restored
-    return Trained(config=config, method=method, variables=variables, class_names=names,
-                   step=int(step), workdir=workdir)
+    return Trained(
+        config=config,
+        method=method,
+        variables=variables,
+        class_names=names,
+        step=int(step),
+        workdir=workdir,
+    )

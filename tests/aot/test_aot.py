@@ -4,6 +4,7 @@ Each compile runs in a subprocess: an abort inside XLA (as the Triton GEMM pass 
 ResNet's strided 1x1 convolution) fails the test instead of killing pytest. The tests need
 the aot-gpu and aot-tpu extras (`make dev`); without them they fail, naming the extra.
 """
+
 import json
 import os
 import subprocess
@@ -21,8 +22,14 @@ pytestmark = pytest.mark.aot
 def _run(*args, timeout=900):
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
     env["PYTHONPATH"] = ROOT
-    return subprocess.run([sys.executable, "-m", "fgvc_jax.aot", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fgvc_jax.aot", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _report(*args) -> dict:
@@ -42,8 +49,15 @@ def _check_fits(r: dict, step: str = "train") -> dict:
 def test_resnet50_train_step_compiles_for_h100_with_default_xla_flags():
     """The stride-2 1x1 conv as an einsum over x[:, ::2, ::2] aborted XLA:GPU's Triton GEMM
     pass (triton_tiling_propagation.cc:627); --strict allows no fallback flag."""
-    r = _report("--config", "configs/baseline_resnet.py:cub", "--target", "h100", "--steps",
-                "train", "--strict")
+    r = _report(
+        "--config",
+        "configs/baseline_resnet.py:cub",
+        "--target",
+        "h100",
+        "--steps",
+        "train",
+        "--strict",
+    )
     assert (r["method"], r["batch_size"], r["image_size"]) == ("baseline_resnet", 16, 448)
     s = _check_fits(r)
     assert s["triton_gemm"] == "default" and not s["collectives"]
@@ -54,8 +68,15 @@ def test_resnet50_train_step_compiles_for_h100_with_default_xla_flags():
 @pytest.mark.parametrize("method", ["ma_ea", "cra_smra", "baseline_swin", "swinfc"])
 def test_paper_size_train_step_compiles_and_fits_on_h100(method):
     resnet = method in ("ma_ea", "cra_smra")
-    r = _report("--config", f"configs/{method}.py:cub", "--target", "h100", "--steps", "train",
-                *(["--strict"] if resnet else []))
+    r = _report(
+        "--config",
+        f"configs/{method}.py:cub",
+        "--target",
+        "h100",
+        "--steps",
+        "train",
+        *(["--strict"] if resnet else []),
+    )
     s = _check_fits(r)
     if resnet:
         assert s["triton_gemm"] == "default"
@@ -67,33 +88,47 @@ def test_paper_size_train_step_compiles_and_fits_on_h100(method):
         assert 260 < r["train_gflops_per_image"] < 320, r["train_gflops_per_image"]
 
 
-@pytest.mark.parametrize("method", ["baseline_resnet", "baseline_swin", "ma_ea", "cra_smra",
-                                    "swinfc", "attention_cnn"])
+@pytest.mark.parametrize(
+    "method", ["baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc", "attention_cnn"]
+)
 def test_cpu_size_train_step_compiles_for_tpu_v5e_with_gradient_all_reduce(method):
-    r = _report("--config", f"configs/{method}.py:synthetic", "--target", "tpu-v5e:2x2",
-                "--steps", "train")
+    r = _report(
+        "--config", f"configs/{method}.py:synthetic", "--target", "tpu-v5e:2x2", "--steps", "train"
+    )
     assert r["devices"] == 4 and "v5" in r["device"].lower()
     s = _check_fits(r)
     assert s["collectives"].get("all-reduce", 0) > 0, s["collectives"]
 
 
 def test_a_step_above_the_chips_memory_is_one_clear_error():
-    out = _run("--config", "configs/attention_cnn.py:synthetic", "--target", "tpu-v5e:1x1",
-               "--steps", "train", "--config.train.batch_size=131072")
+    out = _run(
+        "--config",
+        "configs/attention_cnn.py:synthetic",
+        "--target",
+        "tpu-v5e:1x1",
+        "--steps",
+        "train",
+        "--config.train.batch_size=131072",
+    )
     err = out.stderr.strip().splitlines()[-1]
     assert out.returncode == 2, out.stderr[-4000:]
-    assert err.startswith("error: the train step at global batch 131072 does not fit on "
-                          "tpu-v5e:1x1: ") and "exceeds available HBM" in err, err
+    assert (
+        err.startswith("error: the train step at global batch 131072 does not fit on tpu-v5e:1x1: ")
+        and "exceeds available HBM" in err
+    ), err
 
 
 def test_collectives_sharing_a_channel_are_counted_once():
-    text = "\n".join([
-        "%all-gather.1 = bf16[32,256] all-gather(%p0), channel_id=3, dimensions={0}",
-        "%all-gather.2 = bf16[32,256] all-gather(%p1), channel_id=3, dimensions={0}",
-        "%all-reduce-start.1 = f32[8] all-reduce-start(%p2), channel_id=4, to_apply=%add",
-        "%all-reduce.2 = f32[8] all-reduce(%p3), channel_id=5, to_apply=%add",
-        "%all-reduce.3 = f32[8] all-reduce(%p4), to_apply=%add",
-        "%fusion.1 = f32[8] fusion(%all-reduce.2), kind=kLoop"])
+    text = "\n".join(
+        [
+            "%all-gather.1 = bf16[32,256] all-gather(%p0), channel_id=3, dimensions={0}",
+            "%all-gather.2 = bf16[32,256] all-gather(%p1), channel_id=3, dimensions={0}",
+            "%all-reduce-start.1 = f32[8] all-reduce-start(%p2), channel_id=4, to_apply=%add",
+            "%all-reduce.2 = f32[8] all-reduce(%p3), channel_id=5, to_apply=%add",
+            "%all-reduce.3 = f32[8] all-reduce(%p4), to_apply=%add",
+            "%fusion.1 = f32[8] fusion(%all-reduce.2), kind=kLoop",
+        ]
+    )
     assert aot.collectives(text) == {"all-reduce": 3, "all-gather": 1}
 
 
@@ -125,8 +160,14 @@ print(json.dumps({"flops": aot.hlo_flops(lowered),
 def test_flops_of_a_matmul_match_the_hand_count():
     """2·M·N·K for the dot of the whole (unpartitioned) program, plus the M·N additions of
     the sum; the sum over the sharded batch is an all-reduce."""
-    out = subprocess.run([sys.executable, "-c", _MATMUL], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", _MATMUL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     m, k, n = 256, 512, 1024
@@ -136,11 +177,13 @@ def test_flops_of_a_matmul_match_the_hand_count():
 
 def test_targets_and_class_counts():
     assert aot.parse_target("h100x16")["topology"] == "1x2x8"
-    assert aot.parse_target("tpu-v5p:4x4x4") == dict(kind="tpu", name="tpu-v5p:4x4x4",
-                                                      topology="v5p:4x4x4", peak=459.0)
+    assert aot.parse_target("tpu-v5p:4x4x4") == dict(
+        kind="tpu", name="tpu-v5p:4x4x4", topology="v5p:4x4x4", peak=459.0
+    )
     with pytest.raises(ValueError, match="--target='a100'; valid: h100, h100x8"):
         aot.parse_target("a100")
     from ml_collections import ConfigDict
+
     data = ConfigDict(dict(name="fgvc_aircraft", label_level="family"))
     assert aot.num_classes_of(data) == 70 and aot.num_classes_of(data, 7) == 7
     with pytest.raises(ValueError, match="pass --num_classes"):

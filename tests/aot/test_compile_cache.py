@@ -1,10 +1,9 @@
 """The persistent compilation cache: a second process compiling the same program loads it."""
+
 import json
 import os
 import subprocess
 import sys
-
-import pytest
 
 from fgvc_jax.runtime import compile_cache
 
@@ -31,8 +30,14 @@ print(json.dumps({"events": events, "compile_s": time.perf_counter() - t}))
 
 def _compile(workdir) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", _PROGRAM, str(workdir)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _PROGRAM, str(workdir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

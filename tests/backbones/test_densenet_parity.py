@@ -1,14 +1,16 @@
 """torchvision DenseNet ⇔ fgvc_jax DenseNet through the converter: every stage and the logits."""
+
 import functools
 
 import jax
 import numpy as np
 import pytest
 
+from fgvc_jax.backbones.densenet import ARCHS, densenet
+from fgvc_jax.convert import build, load_pretrained
+from fgvc_jax.convert import torch_reference as ref
 from tests.reference.torch_compat import torch
 from tests.reference.weights import flat_numpy, random_images, saved_reference
-from fgvc_jax.backbones.densenet import ARCHS, densenet
-from fgvc_jax.convert import build, load_pretrained, torch_reference as ref
 
 TOL = 1e-4  # max abs difference relative to the output's max magnitude (issue 2)
 
@@ -39,8 +41,14 @@ def test_eval_parity_densenet161_full_size_headless(tmp_path):
     x = random_images(1, 224)
     ours = ref.jax_stages(build("densenet161", 0), variables, x)
     theirs = ref.torch_stages(tmodel, x)
-    want = [(1, 56, 56, 96), (1, 56, 56, 384), (1, 28, 28, 768), (1, 14, 14, 2112), (1, 7, 7, 2208),
-            (1, 2208)]
+    want = [
+        (1, 56, 56, 96),
+        (1, 56, 56, 384),
+        (1, 28, 28, 768),
+        (1, 14, 14, 2112),
+        (1, 7, 7, 2208),
+        (1, 2208),
+    ]
     assert [ours[k].shape for k in ref.STAGES] == want
     errs = ref.max_relative_errors(ours, theirs)
     assert max(errs.values()) <= TOL, errs
@@ -69,7 +77,9 @@ def test_train_mode_batch_norm_matches_torch(tmp_path):
     checked = 0
     for key, t in tmodel.state_dict().items():
         if key.endswith(("running_mean", "running_var")):
-            path = key.replace("running_mean", "mean").replace("running_var", "var").replace(".", "/")
+            path = (
+                key.replace("running_mean", "mean").replace("running_var", "var").replace(".", "/")
+            )
             np.testing.assert_allclose(flat[path], t.numpy(), rtol=1e-5, atol=1e-5, err_msg=key)
             checked += 1
     assert checked == 2 * 121  # norm0, 2 per dense layer (58), 3 transitions, norm5

@@ -1,11 +1,13 @@
 """torchvision ResNet ⇔ fgvc_jax ResNet through the converter: every stage and the logits."""
+
 import numpy as np
 import pytest
 
+from fgvc_jax.backbones.resnet import multiscale_pool
+from fgvc_jax.convert import build, load_pretrained
+from fgvc_jax.convert import torch_reference as ref
 from tests.reference.torch_compat import torch
 from tests.reference.weights import flat_numpy, random_images, saved_reference
-from fgvc_jax.backbones.resnet import multiscale_pool
-from fgvc_jax.convert import build, load_pretrained, torch_reference as ref
 
 TOL = 1e-4  # max abs difference relative to the output's max magnitude (issue 2)
 
@@ -15,14 +17,20 @@ def test_eval_parity(tmp_path, arch, size):
     tmodel = saved_reference(arch, tmp_path / "w.pth")
     variables = load_pretrained(arch, str(tmp_path / "w.pth"), num_classes=None)
     x = random_images(2, size)
-    errs = ref.max_relative_errors(ref.jax_stages(build(arch, 1000), variables, x), ref.torch_stages(tmodel, x))
+    errs = ref.max_relative_errors(
+        ref.jax_stages(build(arch, 1000), variables, x), ref.torch_stages(tmodel, x)
+    )
     assert set(errs) == set(ref.STAGES)
     assert max(errs.values()) <= TOL, errs
 
 
 def test_dilated_conv5_parity(tmp_path):
-    tmodel = saved_reference("resnet50", tmp_path / "w.pth", replace_stride_with_dilation=[False, False, True])
-    variables = load_pretrained("resnet50", str(tmp_path / "w.pth"), num_classes=None, dilate_conv5=True)
+    tmodel = saved_reference(
+        "resnet50", tmp_path / "w.pth", replace_stride_with_dilation=[False, False, True]
+    )
+    variables = load_pretrained(
+        "resnet50", str(tmp_path / "w.pth"), num_classes=None, dilate_conv5=True
+    )
     x = random_images(1, 96)
     ours = ref.jax_stages(build("resnet50", 1000, dilate_conv5=True), variables, x)
     theirs = ref.torch_stages(tmodel, x)
@@ -35,7 +43,9 @@ def test_multiscale_stem_pool_matches_torch_max_pools():
     x = random_images(2, 20)
     t = torch.from_numpy(x.transpose(0, 3, 1, 2))
     want = sum(torch.nn.functional.max_pool2d(t, k, 2, k // 2) for k in (3, 5, 7)) / 3
-    np.testing.assert_allclose(multiscale_pool(x), want.permute(0, 2, 3, 1).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        multiscale_pool(x), want.permute(0, 2, 3, 1).numpy(), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_train_mode_batch_norm_matches_torch(tmp_path):
@@ -52,8 +62,14 @@ def test_train_mode_batch_norm_matches_torch(tmp_path):
     checked = 0
     for key, t in sd.items():
         if key.endswith(("running_mean", "running_var")):
-            path = key.replace("downsample.", "downsample_").replace("running_mean", "mean").replace("running_var", "var")
-            np.testing.assert_allclose(flat[path.replace(".", "/")], t.numpy(), rtol=1e-5, atol=1e-5, err_msg=key)
+            path = (
+                key.replace("downsample.", "downsample_")
+                .replace("running_mean", "mean")
+                .replace("running_var", "var")
+            )
+            np.testing.assert_allclose(
+                flat[path.replace(".", "/")], t.numpy(), rtol=1e-5, atol=1e-5, err_msg=key
+            )
             checked += 1
     assert checked == 2 * 20  # resnet18 has 20 BatchNorm layers
     # and the stats really moved away from the loaded ones

@@ -1,5 +1,6 @@
 """DenseNet conversion: torchvision's current and legacy (`norm.1`) key forms, strict errors
 naming the checkpoint's own keys, the classifier kept or dropped, and the CLI's --check."""
+
 import os
 import re
 import subprocess
@@ -9,10 +10,15 @@ import jax
 import numpy as np
 import pytest
 
+from fgvc_jax.convert import (
+    ConversionError,
+    convert_state_dict,
+    load_pretrained,
+    read_state_dict,
+    store,
+)
 from tests.reference.torch_compat import torch
 from tests.reference.weights import saved_reference
-from fgvc_jax.convert import ConversionError, convert_state_dict, load_pretrained, read_state_dict
-from fgvc_jax.convert import store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "logits")
@@ -20,7 +26,9 @@ STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "logits")
 
 def legacy(sd: dict) -> dict:
     """The key form of torchvision's published DenseNet weights: `denselayer1.norm.1.weight`."""
-    return {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in sd.items()}
+    return {
+        re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in sd.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +43,11 @@ def test_legacy_keys_convert_to_the_same_variables(densenet121_sd):
     assert "features.denseblock1.denselayer1.norm.1.running_var" in old
     assert "features.denseblock4.denselayer16.conv.2.weight" in old
     assert not any(".norm1." in k or ".conv2." in k for k in old)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, convert_state_dict("densenet121", old, None),
-                           convert_state_dict("densenet121", densenet121_sd, None))
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal,
+        convert_state_dict("densenet121", old, None),
+        convert_state_dict("densenet121", densenet121_sd, None),
+    )
 
 
 @pytest.mark.parametrize("form", ["current", "legacy"])
@@ -56,9 +67,13 @@ def test_missing_layer_lists_every_unfilled_variable(densenet121_sd, form):
 def test_wrong_shape_names_legacy_key_and_both_shapes(densenet121_sd):
     sd = legacy(densenet121_sd)
     sd["features.denseblock2.denselayer3.conv.2.weight"] = np.zeros((32, 128, 5, 5), np.float32)
-    with pytest.raises(ConversionError, match=(
+    with pytest.raises(
+        ConversionError,
+        match=(
             r"features\.denseblock2\.denselayer3\.conv\.2\.weight: checkpoint \(5, 5, 128, 32\), "
-            r"model params/features/denseblock2/denselayer3/conv2/kernel \(3, 3, 128, 32\)")):
+            r"model params/features/denseblock2/denselayer3/conv2/kernel \(3, 3, 128, 32\)"
+        ),
+    ):
         convert_state_dict("densenet121", sd, None)
 
 
@@ -83,13 +98,30 @@ def test_cli_densenet161_legacy_keys_check_against_torch(tmp_path):
     weights into torchvision (or its rows would not be ≤ 1e-4) and compares at 224 px."""
     tmodel = saved_reference("densenet161", tmp_path / "current.pth")
     torch.save(legacy(tmodel.state_dict()), tmp_path / "w.pth")
-    out = subprocess.run([sys.executable, "-m", "fgvc_jax.convert", "--arch", "densenet161", "--src",
-                          str(tmp_path / "w.pth"), "--out", str(tmp_path / "ckpt"), "--check"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fgvc_jax.convert",
+            "--arch",
+            "densenet161",
+            "--src",
+            str(tmp_path / "w.pth"),
+            "--out",
+            str(tmp_path / "ckpt"),
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     assert "1000 classes" in out.stdout
-    rows = {line.split()[0]: float(line.split()[-1]) for line in out.stdout.splitlines()
-            if line.split() and line.split()[0] in STAGES}
+    rows = {
+        line.split()[0]: float(line.split()[-1])
+        for line in out.stdout.splitlines()
+        if line.split() and line.split()[0] in STAGES
+    }
     assert len(rows) == 6 and max(rows.values()) <= 1e-4, out.stdout
     restored = store.restore(str(tmp_path / "ckpt"))
     headless = load_pretrained("densenet161", str(tmp_path / "current.pth"), num_classes=0)

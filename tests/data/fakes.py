@@ -3,6 +3,7 @@
 Each writer returns what a correct builder must produce: class names and, per split,
 {file name relative to the release root: label}.
 """
+
 from __future__ import annotations
 
 import tarfile
@@ -71,10 +72,13 @@ def stanford_dogs(root: Path, classes=3, per_class=4):
     mats.mkdir()
     everything = lists["train"][0] + lists["test"][0]
     for split, (files, labels) in list(lists.items()) + [("file", ([*everything], None))]:
-        content = {"file_list": _cells(files),
-                   "annotation_list": _cells([f.removesuffix(".jpg") for f in files])}
-        content["labels"] = np.array(labels if labels else lists["train"][1] + lists["test"][1],
-                                     dtype=float).reshape(-1, 1)
+        content = {
+            "file_list": _cells(files),
+            "annotation_list": _cells([f.removesuffix(".jpg") for f in files]),
+        }
+        content["labels"] = np.array(
+            labels if labels else lists["train"][1] + lists["test"][1], dtype=float
+        ).reshape(-1, 1)
         scipy.io.savemat(mats / f"{split}_list.mat", content)
     tar(work / "Images", root / "images.tar")
     with tarfile.open(root / "lists.tar", "w") as t:
@@ -85,12 +89,17 @@ def stanford_dogs(root: Path, classes=3, per_class=4):
 
 def _annotations(fnames, classes=None) -> np.ndarray:
     """A 1×N MATLAB struct array like cars_*_annos.mat's `annotations`."""
-    fields = (["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"] + (["class"] if classes else [])
-              + ["fname"])
+    fields = (
+        ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"] + (["class"] if classes else []) + ["fname"]
+    )
     out = np.empty((1, len(fnames)), dtype=[(f, object) for f in fields])
     for i, fname in enumerate(fnames):
-        values = [np.array([[1]], np.uint8), np.array([[2]], np.uint8), np.array([[30]], np.uint8),
-                  np.array([[20]], np.uint8)]
+        values = [
+            np.array([[1]], np.uint8),
+            np.array([[2]], np.uint8),
+            np.array([[30]], np.uint8),
+            np.array([[20]], np.uint8),
+        ]
         if classes:
             values.append(np.array([[classes[i]]], np.uint8))
         out[0, i] = tuple(values + [np.array([fname])])
@@ -113,15 +122,20 @@ def stanford_cars(root: Path, classes=3, per_class=4, archives=True):
         if split == "train":
             devkit = work / "devkit"
             devkit.mkdir(parents=True, exist_ok=True)
-            scipy.io.savemat(devkit / "cars_meta.mat",
-                             {"class_names": np.array([names], dtype=object)})
-            scipy.io.savemat(devkit / "cars_train_annos.mat",
-                             {"annotations": _annotations(fnames, labels)})
+            scipy.io.savemat(
+                devkit / "cars_meta.mat", {"class_names": np.array([names], dtype=object)}
+            )
+            scipy.io.savemat(
+                devkit / "cars_train_annos.mat", {"annotations": _annotations(fnames, labels)}
+            )
         else:
-            scipy.io.savemat(work / "devkit" / "cars_test_annos.mat",
-                             {"annotations": _annotations(fnames)})
-            scipy.io.savemat(root / "cars_test_annos_withlabels.mat",
-                             {"annotations": _annotations(fnames, labels)})
+            scipy.io.savemat(
+                work / "devkit" / "cars_test_annos.mat", {"annotations": _annotations(fnames)}
+            )
+            scipy.io.savemat(
+                root / "cars_test_annos_withlabels.mat",
+                {"annotations": _annotations(fnames, labels)},
+            )
     if archives:
         tar(work / "cars_train", root / "cars_train.tgz")
         tar(work / "cars_test", root / "cars_test.tgz")
@@ -129,8 +143,12 @@ def stanford_cars(root: Path, classes=3, per_class=4, archives=True):
     return names, expected
 
 
-AIRCRAFT = [("707-320", "Boeing 707", "Boeing"), ("727-200", "Boeing 727", "Boeing"),
-            ("A300B4", "A300", "Airbus"), ("Cessna 172", "Cessna 172", "Cessna")]
+AIRCRAFT = [
+    ("707-320", "Boeing 707", "Boeing"),
+    ("727-200", "Boeing 727", "Boeing"),
+    ("A300B4", "A300", "Airbus"),
+    ("Cessna 172", "Cessna 172", "Cessna"),
+]
 
 
 def fgvc_aircraft(root: Path, per_class=4):
@@ -152,7 +170,7 @@ def fgvc_aircraft(root: Path, per_class=4):
             split = ("train", "val", "test", "test")[k % 4]
             for level, col in levels.items():
                 names = list(dict.fromkeys(r[col] for r in AIRCRAFT))
-                for s in ([split, "trainval"] if split != "test" else ["test"]):
+                for s in [split, "trainval"] if split != "test" else ["test"]:
                     lines[level, s].append(f"{image_id} {row[col]}\n")
                     expected[level][s][f"data/images/{image_id}.jpg"] = names.index(row[col])
     for (level, s), rows in lines.items():
@@ -188,8 +206,9 @@ def nabirds(root: Path, leaves=(817, 295, 1010), per_class=4):
     return names, expected
 
 
-def class_folders(root: Path, splits=("train", "test"), classes=("Acer", "Betula", "Corylus"),
-                  per_class=3):
+def class_folders(
+    root: Path, splits=("train", "test"), classes=("Acer", "Betula", "Corylus"), per_class=3
+):
     """root/<split>/<class>/*.jpg (the user's own data, and the WebFG-496 archives)."""
     expected = {}
     for s, split in enumerate(splits):

@@ -1,6 +1,7 @@
 """Image files a person sees differently from their raw samples, each with the reference
 rendering: PIL `ImageOps.exif_transpose` plus correct scaling to 8 bits, transparency
 composited on white, PIL's CMYK → RGB conversion."""
+
 from __future__ import annotations
 
 import struct
@@ -37,8 +38,12 @@ def grey16_png(path: Path, size=(32, 24)) -> np.ndarray:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def rgb16_png(path: Path, size=(32, 24)) -> np.ndarray:
@@ -48,8 +53,12 @@ def rgb16_png(path: Path, size=(32, 24)) -> np.ndarray:
     values[0, 0] = (0, 65535, 32896)
     rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
     header = struct.pack(">IIBBBBB", size[0], size[1], 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-                     + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows))
+        + _png_chunk(b"IEND", b"")
+    )
     return np.rint(values / 257.0)
 
 
@@ -71,8 +80,13 @@ def cmyk_jpeg(path: Path, size=(32, 24)) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-KINDS = {"exif_rotated.jpg": exif_rotated_jpeg, "grey16.png": grey16_png,
-         "rgb16.png": rgb16_png, "transparent.png": transparent_png, "cmyk.jpg": cmyk_jpeg}
+KINDS = {
+    "exif_rotated.jpg": exif_rotated_jpeg,
+    "grey16.png": grey16_png,
+    "rgb16.png": rgb16_png,
+    "transparent.png": transparent_png,
+    "cmyk.jpg": cmyk_jpeg,
+}
 
 
 def assert_within_one_grey_level(got: np.ndarray, reference: np.ndarray, what: str) -> None:

@@ -1,4 +1,5 @@
 """Device augmentation: pure in (seed, step), exact crops, mixing and erasing as specified."""
+
 import functools
 import json
 
@@ -30,7 +31,7 @@ def _images(seed=0, b=B, s=S):
     return np.random.default_rng(seed).integers(0, 256, (b, s, s, 3), dtype=np.uint8)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(config_json, k):
     config = data.default_config()
     config.update_from_flattened_dict(json.loads(config_json))
@@ -39,11 +40,24 @@ def _jitted(config_json, k):
 
 def _run(config, images, labels, seed=0, step=0, k=K):
     """train_batch jitted once per config (compiling is the slow part on a CPU)."""
-    flat = {key: config[key] for key in ("resize", "crop", "flip", "rotation", "color_jitter",
-                                         "randaugment_ops", "randaugment_magnitude",
-                                         "randaugment_magnitude_std", "erase_prob",
-                                         "mixup_alpha", "cutmix_alpha", "mix_prob",
-                                         "mix_switch_prob")}
+    flat = {
+        key: config[key]
+        for key in (
+            "resize",
+            "crop",
+            "flip",
+            "rotation",
+            "color_jitter",
+            "randaugment_ops",
+            "randaugment_magnitude",
+            "randaugment_magnitude_std",
+            "erase_prob",
+            "mixup_alpha",
+            "cutmix_alpha",
+            "mix_prob",
+            "mix_switch_prob",
+        )
+    }
     fn = _jitted(json.dumps(flat, sort_keys=True), k)
     out, targets = fn(images, labels, augment.step_key(seed, step))
     return np.asarray(out), np.asarray(targets)
@@ -53,8 +67,14 @@ LABELS = np.arange(B) % K
 
 
 def test_batch_is_a_pure_function_of_seed_and_step():
-    config = _config(rotation=10.0, color_jitter=0.3, randaugment_ops=1, erase_prob=0.5,
-                     mixup_alpha=0.8, cutmix_alpha=1.0)
+    config = _config(
+        rotation=10.0,
+        color_jitter=0.3,
+        randaugment_ops=1,
+        erase_prob=0.5,
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+    )
     x = _images()
     a, ta = _run(config, x, LABELS, seed=1, step=7)
     b, tb = _run(config, x, LABELS, seed=1, step=7)
@@ -71,22 +91,23 @@ def test_resume_at_step_n_equals_uninterrupted(tmp_path):
     those of a run started at 0 (the data and augmentation part of a resumed run)."""
     config = data.default_config()
     config.data_dir = str(tmp_path)
-    config.synthetic.update(dict(num_classes=4, image_size=32, train_per_class=6,
-                                 test_per_class=1))
+    config.synthetic.update(dict(num_classes=4, image_size=32, train_per_class=6, test_per_class=1))
     config.resize, config.crop, config.rotation, config.num_workers = 36, 32, 5.0, 2
     config.mixup_alpha, config.cutmix_alpha = 0.8, 1.0
 
     fn = jax.jit(functools.partial(augment.train_batch, config=config, num_classes=4))
 
     def steps(start, n):
-        it = data.train_iterator(config, global_batch_size=8, seed=0, start_step=start,
-                                 process_index=0, process_count=1)
+        it = data.train_iterator(
+            config, global_batch_size=8, seed=0, start_step=start, process_index=0, process_count=1
+        )
         out = []
         for step in range(start, start + n):
             batch = next(it)
             assert batch["image"].shape == (8, 36, 36, 3)
-            out.append(jax.device_get(fn(batch["image"], batch["label"],
-                                         augment.step_key(0, step))))
+            out.append(
+                jax.device_get(fn(batch["image"], batch["label"], augment.step_key(0, step)))
+            )
         return out
 
     for (a, ta), (b, tb) in zip(steps(0, 6)[3:], steps(3, 3)):
@@ -111,11 +132,10 @@ def test_crop_windows_cover_the_range_and_match_the_slices():
     config = _config(flip=False)
     x = _images(b=64)
     out, _ = _run(config, x, np.zeros(64, int) % K)
-    d = jax.device_get(augment.window_draws(
-        augment.example_keys(augment.step_key(0, 0), 64), S, C))
+    d = jax.device_get(augment.window_draws(augment.example_keys(augment.step_key(0, 0), 64), S, C))
     for i in range(64):
         y, xx = int(d["y"][i]), int(d["x"][i])
-        np.testing.assert_array_equal(out[i], x[i, y:y + C, xx:xx + C])
+        np.testing.assert_array_equal(out[i], x[i, y : y + C, xx : xx + C])
     assert d["x"].min() == 0 and d["x"].max() == S - C  # randint's upper end is inclusive
 
 
@@ -130,8 +150,11 @@ def _mixed(**kw):
 def _check_loss(targets, lam):
     logits = np.random.default_rng(1).normal(size=(B, K)).astype(np.float32)
     ce = lambda y: soft_cross_entropy(logits, jax.nn.one_hot(y, K))
-    np.testing.assert_allclose(soft_cross_entropy(logits, targets),
-                               lam * ce(LABELS) + (1 - lam) * ce(LABELS[::-1]), rtol=1e-5)
+    np.testing.assert_allclose(
+        soft_cross_entropy(logits, targets),
+        lam * ce(LABELS) + (1 - lam) * ce(LABELS[::-1]),
+        rtol=1e-5,
+    )
 
 
 def test_mixup_targets_and_loss():
@@ -139,7 +162,7 @@ def test_mixup_targets_and_loss():
     np.testing.assert_allclose(targets.sum(-1), 1.0, rtol=1e-6)
     other = x[::-1]
     diff = np.abs(x - other) > 20
-    lam = ((out - other)[diff] / (x - other)[diff])
+    lam = (out - other)[diff] / (x - other)[diff]
     assert lam.std() < 1e-3 and 0 < lam.mean() < 1  # one λ for the batch, mixed images
     lam = lam.mean()
     expect = lam * np.eye(K)[LABELS] + (1 - lam) * np.eye(K)[LABELS[::-1]]
@@ -159,12 +182,13 @@ def test_cutmix_targets_and_loss():
     kept = np.all(out == x, axis=-1)
     assert np.all(kept | pasted) and np.all(pasted == pasted[0])  # one box, every image
     box = np.zeros((C, C), bool)
-    box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+    box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
     np.testing.assert_array_equal(pasted[0], box)
     lam = 1 - box.mean()
     np.testing.assert_allclose(targets.sum(-1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(
-        targets, lam * np.eye(K)[LABELS] + (1 - lam) * np.eye(K)[LABELS[::-1]], atol=1e-6)
+        targets, lam * np.eye(K)[LABELS] + (1 - lam) * np.eye(K)[LABELS[::-1]], atol=1e-6
+    )
     _check_loss(targets, lam)
 
 
@@ -176,7 +200,7 @@ def test_random_erasing_changes_one_rectangle_only():
         rows, cols = np.nonzero(changed)
         assert len(rows), "erase_prob=1 erased nothing"
         box = np.zeros_like(changed)
-        box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
         # every pixel outside the rectangle is unchanged; inside, random values
         np.testing.assert_array_equal(out[i][~box], x[i][~box])
         assert changed[box].mean() > 0.95
@@ -187,12 +211,15 @@ def _pil_u8(seed=0, size=24):
     return np.random.default_rng(seed).integers(20, 230, (size, size, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("name, ours, pil", [
-    ("equalize", augment.equalize, ImageOps.equalize),
-    ("autocontrast", augment.autocontrast, ImageOps.autocontrast),
-    ("posterize2", lambda x: augment.posterize(x, 2), lambda im: ImageOps.posterize(im, 2)),
-    ("solarize", lambda x: augment.solarize(x, 100.0), lambda im: ImageOps.solarize(im, 100)),
-])
+@pytest.mark.parametrize(
+    "name, ours, pil",
+    [
+        ("equalize", augment.equalize, ImageOps.equalize),
+        ("autocontrast", augment.autocontrast, ImageOps.autocontrast),
+        ("posterize2", lambda x: augment.posterize(x, 2), lambda im: ImageOps.posterize(im, 2)),
+        ("solarize", lambda x: augment.solarize(x, 100.0), lambda im: ImageOps.solarize(im, 100)),
+    ],
+)
 def test_randaugment_ops_match_pil(name, ours, pil):
     for seed in range(3):
         x = _pil_u8(seed)
@@ -202,9 +229,15 @@ def test_randaugment_ops_match_pil(name, ours, pil):
         np.testing.assert_array_equal(got, np.asarray(pil(Image.fromarray(x))), err_msg=name)
 
 
-@pytest.mark.parametrize("ours, enhance", [
-    (augment.brightness, ImageEnhance.Brightness), (augment.contrast, ImageEnhance.Contrast),
-    (augment.color, ImageEnhance.Color), (augment.sharpness, ImageEnhance.Sharpness)])
+@pytest.mark.parametrize(
+    "ours, enhance",
+    [
+        (augment.brightness, ImageEnhance.Brightness),
+        (augment.contrast, ImageEnhance.Contrast),
+        (augment.color, ImageEnhance.Color),
+        (augment.sharpness, ImageEnhance.Sharpness),
+    ],
+)
 def test_colour_blends_match_pil_enhance(ours, enhance):
     x = _pil_u8()
     for f in (0.4, 1.7):
@@ -215,5 +248,10 @@ def test_colour_blends_match_pil_enhance(ours, enhance):
 
 def test_bad_image_shape_named():
     with pytest.raises(ValueError, match=r"\(B, 40, 40, 3\) \(data.resize\)"):
-        augment.train_batch(jnp.zeros((2, 36, 36, 3), jnp.uint8), jnp.zeros(2, int),
-                            augment.step_key(0, 0), _config(), K)
+        augment.train_batch(
+            jnp.zeros((2, 36, 36, 3), jnp.uint8),
+            jnp.zeros(2, int),
+            augment.step_key(0, 0),
+            _config(),
+            K,
+        )

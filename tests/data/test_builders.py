@@ -1,4 +1,5 @@
 """Each project builder, built from a tiny copy of the release in its official layout."""
+
 import io
 
 import numpy as np
@@ -68,8 +69,11 @@ def test_stanford_cars(tmp_path, manual, archives):
 @pytest.mark.parametrize("level", ["variant", "family", "manufacturer"])
 def test_fgvc_aircraft_levels_and_banner(tmp_path, manual, level):
     expected = fakes.fgvc_aircraft(manual)[level]
-    names = list(dict.fromkeys(row[("variant", "family", "manufacturer").index(level)]
-                               for row in fakes.AIRCRAFT))
+    names = list(
+        dict.fromkeys(
+            row[("variant", "family", "manufacturer").index(level)] for row in fakes.AIRCRAFT
+        )
+    )
     config = _config("fgvc_aircraft", tmp_path, label_level=level)
     config.train_split = "trainval"
     info = _assert_prepared(config, names, expected)
@@ -81,16 +85,20 @@ def test_fgvc_aircraft_levels_and_banner(tmp_path, manual, level):
 def test_nabirds_leaf_classes_remapped(tmp_path, manual):
     names, expected = fakes.nabirds(manual)
     info = _assert_prepared(_config("nabirds", tmp_path), names, expected)
-    assert info.class_names == ["Species 295 (Adult)", "Species 817 (Adult)",
-                                "Species 1010 (Adult)"]
+    assert info.class_names == [
+        "Species 295 (Adult)",
+        "Species 817 (Adult)",
+        "Species 1010 (Adult)",
+    ]
 
 
 @pytest.mark.parametrize("kind", ["bird", "aircraft", "car"])
 def test_webfg(tmp_path, manual, kind):
     names, found = fakes.class_folders(tmp_path / "work" / f"web-{kind}", splits=("train", "val"))
     fakes.tar(tmp_path / "work" / f"web-{kind}", manual / f"web-{kind}.tar.gz")
-    _assert_prepared(_config(f"webfg_{kind}", tmp_path), names,
-           {"train": found["train"], "test": found["val"]})
+    _assert_prepared(
+        _config(f"webfg_{kind}", tmp_path), names, {"train": found["train"], "test": found["val"]}
+    )
 
 
 def test_user_folder(tmp_path):

@@ -1,4 +1,5 @@
 """The decoded cache: same pixels as the decode path, rebuilt when stale, never half reused."""
+
 import json
 import subprocess
 import sys
@@ -64,8 +65,7 @@ class _Window:
 
 def test_cached_train_batch_equals_decode_path_for_the_same_window(config):
     seed, step = 3, 1
-    kw = dict(global_batch_size=B, seed=seed, start_step=step, process_index=0,
-              process_count=1)
+    kw = dict(global_batch_size=B, seed=seed, start_step=step, process_index=0, process_count=1)
     cached = next(data.train_iterator(config, **kw))
     decoded = next(data.train_iterator(_with(config, cache="none"), **kw))
     assert cached["image"].shape == (B, S, S, 3) and cached["image"].dtype == np.uint8
@@ -73,7 +73,8 @@ def test_cached_train_batch_equals_decode_path_for_the_same_window(config):
 
     key = augment.step_key(seed, step)
     images, targets = jax.jit(lambda x, y, k: augment.train_batch(x, y, k, config, 2))(
-        cached["image"], cached["label"], key)
+        cached["image"], cached["label"], key
+    )
     assert images.dtype == np.uint8 and images.shape == (B, C, C, 3)
     np.testing.assert_array_equal(np.argmax(targets, -1), cached["label"])
     draws = jax.device_get(augment.window_draws(augment.example_keys(key, B), S, C))
@@ -83,7 +84,7 @@ def test_cached_train_batch_equals_decode_path_for_the_same_window(config):
     n = len(source)
     steps_per_epoch = n // B
     epoch, b = divmod(step, steps_per_epoch)
-    indices = pipeline.epoch_permutation(seed, epoch, n)[b * B:(b + 1) * B]
+    indices = pipeline.epoch_permutation(seed, epoch, n)[b * B : (b + 1) * B]
     aug = preprocess.Augment.train(config)
     for i, index in enumerate(indices):
         window = _Window(int(draws["x"][i]), int(draws["y"][i]), bool(draws["flip"][i]))
@@ -102,8 +103,7 @@ def test_eval_reads_the_cache_with_the_decode_paths_pixels(config):
             np.testing.assert_array_equal(a[k], b[k])
     # the device center crop of the uncropped cache is the same slice
     full = cache.load(config, config.test_split, S)
-    np.testing.assert_array_equal(augment.eval_batch(full.images[:4], config),
-                                  cached[0]["image"])
+    np.testing.assert_array_equal(augment.eval_batch(full.images[:4], config), cached[0]["image"])
 
 
 def test_cache_entries_are_the_square_resize(config):
@@ -112,8 +112,9 @@ def test_cache_entries_are_the_square_resize(config):
     for i in (0, 5):
         record = source[i]
         im = Image.open(__import__("io").BytesIO(record["image"])).convert("RGB")
-        np.testing.assert_array_equal(decoded.images[i],
-                                      np.asarray(im.resize((S, S), Image.BILINEAR)))
+        np.testing.assert_array_equal(
+            decoded.images[i], np.asarray(im.resize((S, S), Image.BILINEAR))
+        )
         assert decoded.labels[i] == record["label"]
 
 
@@ -124,8 +125,7 @@ def _builds(monkeypatch):
     return log
 
 
-def test_another_size_gets_its_own_cache_and_a_stale_one_is_rebuilt(config, monkeypatch,
-                                                                    capsys):
+def test_another_size_gets_its_own_cache_and_a_stale_one_is_rebuilt(config, monkeypatch, capsys):
     first = cache.load(config, "train", S)
     builds = _builds(monkeypatch)
     other = cache.load(config, "train", S + 4)
@@ -161,9 +161,14 @@ def test_interrupted_build_is_not_reused(config, monkeypatch):
 
     # a build killed outright leaves its partial folder, complete-looking but never read
     monkeypatch.setattr(preprocess, "square_image", square)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     import socket
+
     partial = path.with_name(f"{path.name}.partial-{socket.gethostname()}-{dead}")
     partial.mkdir(parents=True)
     good = cache.load(config, split, S)

@@ -1,6 +1,7 @@
 """Data that changes or hides things: hidden files and folders, a `folder` dataset changed
 after preparation, an archive replaced after a failed extraction, a configured split that
 does not exist."""
+
 import logging
 import os
 
@@ -48,8 +49,8 @@ def test_changed_folder_is_rebuilt_with_a_message(tmp_path, caplog):
     names, expected = fakes.class_folders(root)
     config = _config("folder", tmp_path, folder_root=str(root))
     _assert_prepared(config, names, expected)
-    fakes.jpeg(root / "train" / "Acer" / "new.jpg", seed=7)            # an image added
-    for split in ("train", "test"):                                   # and a class
+    fakes.jpeg(root / "train" / "Acer" / "new.jpg", seed=7)  # an image added
+    for split in ("train", "test"):  # and a class
         fakes.jpeg(root / split / "Dryas" / "img_0.jpg", seed=8)
     expected["train"]["train/Acer/new.jpg"] = 0
     expected["train"]["train/Dryas/img_0.jpg"] = 3
@@ -91,7 +92,7 @@ def test_truncated_archive_replaced_by_good_copy_is_extracted_again(tmp_path):
     names, expected = fakes.cub(tmp_path / "work")
     good = fakes.tar(tmp_path / "work" / "CUB_200_2011", tmp_path / "good.tgz").read_bytes()
     archive = tmp_path / "manual" / "CUB_200_2011.tgz"
-    archive.write_bytes(good[:len(good) // 2])
+    archive.write_bytes(good[: len(good) // 2])
     with pytest.raises(data.DataError, match=f"Cannot extract {archive}"):
         data.prepare(_config("cub", tmp_path))
     archive.write_bytes(good)
@@ -124,8 +125,11 @@ def test_missing_test_split_fails_before_training(tmp_path):
     root = tmp_path / "mine"
     fakes.class_folders(root, splits=("train", "val"))
     config = _config("folder", tmp_path, folder_root=str(root))
-    with pytest.raises(data.DataError, match=r"config\.test_split='test': dataset 'folder' has "
-                                             r"no split 'test'; it has train, val") as e:
+    with pytest.raises(
+        data.DataError,
+        match=r"config\.test_split='test': dataset 'folder' has "
+        r"no split 'test'; it has train, val",
+    ) as e:
         data.prepare(config)
     assert str(root) in str(e.value)
     config.test_split = "val"

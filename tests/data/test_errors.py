@@ -1,4 +1,5 @@
 """User mistakes give one DataError that names the file or folder and what was expected."""
+
 import logging
 
 import pytest
@@ -18,8 +19,13 @@ def test_missing_dataset_names_files_and_folder(tmp_path):
     with pytest.raises(data.DataError) as e:
         data.prepare(_config("stanford_cars", tmp_path))
     message = str(e.value)
-    for expected in ("cars_train", "cars_test", "cars_meta.mat", "cars_test_annos_withlabels.mat",
-                     str(tmp_path / "manual")):
+    for expected in (
+        "cars_train",
+        "cars_test",
+        "cars_meta.mat",
+        "cars_test_annos_withlabels.mat",
+        str(tmp_path / "manual"),
+    ):
         assert expected in message
 
 
@@ -47,8 +53,7 @@ def test_corrupt_jpeg_skipped_with_warning(tmp_path, caplog):
     bad, expected = _corrupt_cub(tmp_path)
     with caplog.at_level(logging.WARNING):
         info = data.prepare(_config("cub", tmp_path, skip_corrupt=True))
-    assert info.num_examples == {"train": len(expected["train"]) - 1,
-                                 "test": len(expected["test"])}
+    assert info.num_examples == {"train": len(expected["train"]) - 1, "test": len(expected["test"])}
     assert str(bad) in caplog.text and "skipping 1 of 12" in caplog.text
 
 
@@ -78,8 +83,10 @@ def test_dogs_list_disagrees_with_folder(tmp_path):
     work = tmp_path / "work"
     mat = scipy.io.loadmat(work / "lists" / "train_list.mat")
     mat["labels"][0, 0] = 3
-    scipy.io.savemat(tmp_path / "manual" / "train_list.mat",
-                     {k: v for k, v in mat.items() if not k.startswith("__")})
+    scipy.io.savemat(
+        tmp_path / "manual" / "train_list.mat",
+        {k: v for k, v in mat.items() if not k.startswith("__")},
+    )
     for name in ("test_list.mat", "file_list.mat"):
         (tmp_path / "manual" / name).write_bytes((work / "lists" / name).read_bytes())
     (tmp_path / "manual" / "Images").symlink_to(work / "Images")
@@ -103,8 +110,11 @@ def test_bad_label_level_and_split(tmp_path):
     config = _config("synthetic_fgvc", tmp_path, train_split="training")
     config.synthetic.update(dict(num_classes=2, train_per_class=2, test_per_class=1))
     with pytest.raises(data.DataError, match="no split 'training'; it has test, train"):
-        next(data.train_iterator(config, global_batch_size=2, seed=0, process_index=0,
-                                 process_count=1))
+        next(
+            data.train_iterator(
+                config, global_batch_size=2, seed=0, process_index=0, process_count=1
+            )
+        )
 
 
 def test_missing_catalog_dataset_without_network_fails_in_seconds(tmp_path, monkeypatch):

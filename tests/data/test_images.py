@@ -1,5 +1,6 @@
 """Images as a person sees them: `images.decode` on its own, in a prepared `folder` dataset
 (the stored records and the evaluation pipeline), and in the tools' `load_images`."""
+
 import io
 
 import numpy as np
@@ -32,8 +33,7 @@ def test_exif_orientation_with_draft(tmp_path):
     path = tmp_path / "x.jpg"
     exif_rotated_jpeg(path, orientation=6, size=(64, 48))  # seen as 48 wide, 64 high
     asked = []
-    im = images.open_as_seen(path.read_bytes(),
-                             draft=lambda w, h: asked.append((w, h)) or (24, 32))
+    im = images.open_as_seen(path.read_bytes(), draft=lambda w, h: asked.append((w, h)) or (24, 32))
     assert asked == [(48, 64)] and im.size == (24, 32) and im.mode == "RGB"
 
 
@@ -92,10 +92,13 @@ def _folder_of_kinds(tmp_path):
     """A `folder` dataset whose test split holds one file of each kind (classes A, B)."""
     root = tmp_path / "mine"
     fakes.class_folders(root, classes=("A", "B"), per_class=1)
-    references = {f"test/A/{kind}": make(root / "test" / "A" / kind, size=(32, 32))
-                  for kind, make in KINDS.items()}
-    config = _config("folder", tmp_path, folder_root=str(root), eval_resize=32, eval_crop=32,
-                     resize=32, crop=32)
+    references = {
+        f"test/A/{kind}": make(root / "test" / "A" / kind, size=(32, 32))
+        for kind, make in KINDS.items()
+    }
+    config = _config(
+        "folder", tmp_path, folder_root=str(root), eval_resize=32, eval_crop=32, resize=32, crop=32
+    )
     return config, references
 
 
@@ -107,16 +110,21 @@ def test_prepared_records_are_as_seen(tmp_path):
     source = datasets.data_source(config, "test")
     records = [source[i] for i in range(len(source))]
     stored = {r["filename"].decode(): images.decode(r["image"]) for r in records}
-    assert {n: _grey_levels(stored[n], ref) for n, ref in references.items()} == \
-        {n: 0 for n in references}
+    assert {n: _grey_levels(stored[n], ref) for n, ref in references.items()} == {
+        n: 0 for n in references
+    }
     for r in records:  # every record is RGB to any decoder
         assert Image.open(io.BytesIO(r["image"])).mode == "RGB"
-    batch = next(data.eval_iterator(config, global_batch_size=len(records), process_index=0,
-                                    process_count=1))
+    batch = next(
+        data.eval_iterator(config, global_batch_size=len(records), process_index=0, process_count=1)
+    )
     names = [r["filename"].decode() for r in records]
     # square at the eval size: the pipeline adds no resampling
-    seen = {n: _grey_levels(image, references[n])
-            for image, n in zip(batch["image"], names) if n in references}
+    seen = {
+        n: _grey_levels(image, references[n])
+        for image, n in zip(batch["image"], names)
+        if n in references
+    }
     assert seen == {n: 0 for n in references}
 
 
@@ -146,8 +154,9 @@ def test_eval_image_applies_orientation(tmp_path):
     got = preprocess.eval_image((tmp_path / "x.jpg").read_bytes(), aug)
     np.testing.assert_array_equal(got, reference)
     assert not np.array_equal(got, np.asarray(Image.open(tmp_path / "x.jpg").convert("RGB")))
-    assert reference.shape == ImageOps.exif_transpose(Image.open(tmp_path / "x.jpg")).size[::-1] \
-        + (3,)
+    assert reference.shape == ImageOps.exif_transpose(Image.open(tmp_path / "x.jpg")).size[::-1] + (
+        3,
+    )
 
 
 def test_tools_load_images_as_seen(tmp_path):
@@ -157,10 +166,12 @@ def test_tools_load_images_as_seen(tmp_path):
     from fgvc_jax.tools import image_files
 
     references = {kind: make(tmp_path / kind, size=(32, 32)) for kind, make in KINDS.items()}
-    config = ml_collections.ConfigDict({"data": _config("folder", tmp_path, eval_resize=32,
-                                                        eval_crop=32)})
+    config = ml_collections.ConfigDict(
+        {"data": _config("folder", tmp_path, eval_resize=32, eval_crop=32)}
+    )
     paths = [str(tmp_path / kind) for kind in references]
     batch, ok, bad = image_files.load_images(paths, config)
     assert ok == paths and not bad
-    assert {k: _grey_levels(image, references[k]) for k, image in zip(references, batch)} == \
-        {k: 0 for k in references}
+    assert {k: _grey_levels(image, references[k]) for k, image in zip(references, batch)} == {
+        k: 0 for k in references
+    }

@@ -1,16 +1,18 @@
 """Sharding across processes, exact resumption, eval coverage, augmentation geometry."""
+
 import io
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from fgvc_jax import data
-from fgvc_jax.runtime import parallel
 from fgvc_jax.data import datasets, pipeline, preprocess
+from fgvc_jax.runtime import parallel
 
 N_TRAIN, N_TEST, CLASSES = 48, 20, 4
 
@@ -19,8 +21,14 @@ N_TRAIN, N_TEST, CLASSES = 48, 20, 4
 def config(tmp_path_factory):
     c = data.default_config()
     c.data_dir = str(tmp_path_factory.mktemp("tfds"))
-    c.synthetic.update(dict(num_classes=CLASSES, image_size=32, train_per_class=N_TRAIN // CLASSES,
-                            test_per_class=N_TEST // CLASSES))
+    c.synthetic.update(
+        dict(
+            num_classes=CLASSES,
+            image_size=32,
+            train_per_class=N_TRAIN // CLASSES,
+            test_per_class=N_TEST // CLASSES,
+        )
+    )
     c.resize, c.crop, c.eval_resize, c.eval_crop = 36, 32, 36, 32
     c.rotation, c.color_jitter = 10.0, 0.2
     c.cache = "none"  # the host decode path (tests/data/test_cache.py: the decoded cache)
@@ -55,8 +63,9 @@ def _take(iterator, n):
 
 
 def test_batches_shapes_and_dtypes(config):
-    batch = next(data.train_iterator(config, global_batch_size=8, seed=0, process_index=0,
-                                     process_count=1))
+    batch = next(
+        data.train_iterator(config, global_batch_size=8, seed=0, process_index=0, process_count=1)
+    )
     assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
     assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
     assert set(batch) == {"image", "label"}
@@ -68,31 +77,42 @@ def test_two_processes_read_disjoint_shards_covering_the_split(config, reads):
     shards = []
     for p in range(2):
         reads.clear()
-        it = data.train_iterator(config, global_batch_size=8, seed=1, process_index=p,
-                                 process_count=2, )
+        it = data.train_iterator(
+            config,
+            global_batch_size=8,
+            seed=1,
+            process_index=p,
+            process_count=2,
+        )
         local = _take(it, steps)
         assert local[0]["image"].shape == (4, 32, 32, 3)
-        shards.append((set(reads[:steps * 4]), local))
+        shards.append((set(reads[: steps * 4]), local))
     (a, local0), (b, local1) = shards
     assert not a & b and a | b == set(range(N_TRAIN))
     # the global batch does not depend on the number of processes
-    single = _take(data.train_iterator(config, global_batch_size=8, seed=1, process_index=0,
-                                       process_count=1), steps)
+    single = _take(
+        data.train_iterator(config, global_batch_size=8, seed=1, process_index=0, process_count=1),
+        steps,
+    )
     for s in range(steps):
         for key in ("image", "label"):
-            np.testing.assert_array_equal(np.concatenate([local0[s][key], local1[s][key]]),
-                                          single[s][key])
+            np.testing.assert_array_equal(
+                np.concatenate([local0[s][key], local1[s][key]]), single[s][key]
+            )
 
 
 def test_resume_at_step_n_matches_uninterrupted_run(config, reads):
-    full = _take(data.train_iterator(config, global_batch_size=8, seed=2, process_index=1,
-                                     process_count=2), 10)  # crosses an epoch (6 steps)
+    full = _take(
+        data.train_iterator(config, global_batch_size=8, seed=2, process_index=1, process_count=2),
+        10,
+    )  # crosses an epoch (6 steps)
     reads.clear()
-    resumed = data.train_iterator(config, global_batch_size=8, seed=2, start_step=7,
-                                  process_index=1, process_count=2)
+    resumed = data.train_iterator(
+        config, global_batch_size=8, seed=2, start_step=7, process_index=1, process_count=2
+    )
     first = next(resumed)
     perm = pipeline.epoch_permutation(2, 1, N_TRAIN)
-    skipped = set(perm[:1 * 8 + 4].tolist())  # everything process 1 would have read before
+    skipped = set(perm[: 1 * 8 + 4].tolist())  # everything process 1 would have read before
     assert not skipped & set(reads), "resuming must not read the skipped examples"
     for got, want in zip([first] + _take(resumed, 2), full[7:10]):
         np.testing.assert_array_equal(got["image"], want["image"])
@@ -101,21 +121,24 @@ def test_resume_at_step_n_matches_uninterrupted_run(config, reads):
 
 def test_epochs_reshuffled_deterministically(config):
     def labels(seed):
-        it = data.train_iterator(config, global_batch_size=8, seed=seed, process_index=0,
-                                 process_count=1)
+        it = data.train_iterator(
+            config, global_batch_size=8, seed=seed, process_index=0, process_count=1
+        )
         return np.concatenate([b["label"] for b in _take(it, 12)])
+
     a = labels(3)
     np.testing.assert_array_equal(a, labels(3))
-    assert not np.array_equal(a[:48], a[48:])       # epoch 1 is another order
-    assert sorted(a[:48]) == sorted(a[48:])          # of the same examples
+    assert not np.array_equal(a[:48], a[48:])  # epoch 1 is another order
+    assert sorted(a[:48]) == sorted(a[48:])  # of the same examples
     assert not np.array_equal(a, labels(4))
 
 
 def test_eval_sees_every_example_once_across_processes(config, reads):
     masks, labels = [], []
     for p in range(2):
-        batches = list(data.eval_iterator(config, global_batch_size=8, process_index=p,
-                                          process_count=2))
+        batches = list(
+            data.eval_iterator(config, global_batch_size=8, process_index=p, process_count=2)
+        )
         assert len(batches) == 3  # ceil(20 / 8), the same on every process
         for b in batches:
             assert b["image"].shape == (4, 32, 32, 3) and b["mask"].dtype == np.bool_
@@ -141,10 +164,11 @@ def test_eval_images_are_center_crops(config):
 def test_one_step_resized_crop_equals_resize_then_crop():
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).resize(
-        (500, 375), Image.BILINEAR, reducing_gap=None)
+        (500, 375), Image.BILINEAR, reducing_gap=None
+    )
     smooth = image.resize((125, 94)).resize((500, 375), Image.BILINEAR)
     for x, y in [(0, 0), (64, 10), (63, 64)]:
-        reference = np.asarray(smooth.resize((512, 512), Image.BILINEAR))[y:y + 448, x:x + 448]
+        reference = np.asarray(smooth.resize((512, 512), Image.BILINEAR))[y : y + 448, x : x + 448]
         got = np.asarray(preprocess._resized_crop(smooth, 512, 512, x, y, 448))
         assert np.abs(got.astype(int) - reference).mean() < 1.0
 
@@ -152,23 +176,33 @@ def test_one_step_resized_crop_equals_resize_then_crop():
 def test_train_augment_is_deterministic_per_key_and_flips():
     buf = io.BytesIO()
     Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (48, 1, 3))).save(
-        buf, format="JPEG", quality=100)
+        buf, format="JPEG", quality=100
+    )
     aug = preprocess.Augment(resize=64, crop=64, flip=True)
-    outs = [preprocess.train_image(buf.getvalue(), np.random.default_rng([0, 0, k]), aug)
-            for k in range(16)]
+    outs = [
+        preprocess.train_image(buf.getvalue(), np.random.default_rng([0, 0, k]), aug)
+        for k in range(16)
+    ]
     np.testing.assert_array_equal(
-        outs[0], preprocess.train_image(buf.getvalue(), np.random.default_rng([0, 0, 0]), aug))
+        outs[0], preprocess.train_image(buf.getvalue(), np.random.default_rng([0, 0, 0]), aug)
+    )
     increasing = [o[:, -1].mean() > o[:, 0].mean() for o in outs]  # the ramp's direction
     assert 0 < sum(increasing) < 16
 
 
 def test_bad_batch_size(config):
     with pytest.raises(data.DataError, match="multiple of the process count 2"):
-        next(data.train_iterator(config, global_batch_size=7, seed=0, process_index=0,
-                                 process_count=2))
+        next(
+            data.train_iterator(
+                config, global_batch_size=7, seed=0, process_index=0, process_count=2
+            )
+        )
     with pytest.raises(data.DataError, match="fewer than one global batch"):
-        next(data.train_iterator(config, global_batch_size=64, seed=0, process_index=0,
-                                 process_count=1))
+        next(
+            data.train_iterator(
+                config, global_batch_size=64, seed=0, process_index=0, process_count=1
+            )
+        )
 
 
 def test_normalize():

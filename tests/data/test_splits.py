@@ -1,5 +1,6 @@
 """Honest model selection: the validation split is carved deterministically and stratified
 from the training split, disjoint from what is fitted; the papers' protocol fits on all."""
+
 import ml_collections
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ def test_resolve_protocols():
     assert splits.resolve(_config(val_split="val")) == splits.Splits("train", "val", "test")
     assert splits.resolve(_config(val_fraction=0.0)) == splits.Splits("train", None, "test")
     assert splits.resolve(_config(val_split="val", val_fraction=0.0)) == splits.Splits(
-        "train+val", None, "test")  # FGVC-Aircraft's papers' protocol: trainval
+        "train+val", None, "test"
+    )  # FGVC-Aircraft's papers' protocol: trainval
     with pytest.raises(Exception, match="val_fraction=1.5"):
         splits.resolve(_config(val_fraction=1.5))
 

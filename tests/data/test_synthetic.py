@@ -1,4 +1,5 @@
 """synthetic_fgvc is deterministic and fine-grained: only the small parts carry the class."""
+
 import io
 
 import numpy as np
@@ -27,8 +28,12 @@ def _ridge_accuracy(x_train, y_train, x_test, y_test, num_classes, lam=1.0):
 
 
 def _thumbnails(images):
-    return np.stack([np.asarray(Image.fromarray(im).resize((8, 8), Image.BOX), np.float64).ravel()
-                     for im in images])
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(im).resize((8, 8), Image.BOX), np.float64).ravel()
+            for im in images
+        ]
+    )
 
 
 def test_deterministic_from_seed():
@@ -43,16 +48,25 @@ def test_linear_models_on_thumbnails_and_mean_colour_are_near_chance():
     p = syn.Params(num_classes=10)
     x_train, y_train = _images(p, "train", 1500)
     x_test, y_test = _images(p, "test", 500)
-    thumbs = _ridge_accuracy(_thumbnails(x_train), y_train, _thumbnails(x_test), y_test, 10,
-                             lam=100.0)
+    thumbs = _ridge_accuracy(
+        _thumbnails(x_train), y_train, _thumbnails(x_test), y_test, 10, lam=100.0
+    )
     colour = _ridge_accuracy(x_train.mean((1, 2)), y_train, x_test.mean((1, 2)), y_test, 10)
     # chance is 0.10; 0.18 is four binomial standard deviations above it for 500 test images
     assert thumbs < 0.18, thumbs
     assert colour < 0.18, colour
     # the same probe does find the class when the colours carry it
     tint = np.random.default_rng(0).normal(0, 100, (10, 3))
-    assert _ridge_accuracy(x_train.mean((1, 2)) + tint[y_train], y_train,
-                           x_test.mean((1, 2)) + tint[y_test], y_test, 10) > 0.4
+    assert (
+        _ridge_accuracy(
+            x_train.mean((1, 2)) + tint[y_train],
+            y_train,
+            x_test.mean((1, 2)) + tint[y_test],
+            y_test,
+            10,
+        )
+        > 0.4
+    )
 
 
 def test_class_is_fully_determined_by_small_parts():
@@ -67,11 +81,11 @@ def test_class_is_fully_determined_by_small_parts():
             images.append(image)
             for x0, y0, x1, y1 in boxes:
                 assert (x1 - x0) * (y1 - y0) <= 0.05 * size * size
-                inside[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = True  # + anti-aliasing
+                inside[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1] = True  # + anti-aliasing
         for label in range(1, p.num_classes):
             differs = np.any(images[label] != images[0], axis=-1)
             assert not np.any(differs & ~inside)  # only the part boxes change with the class
-            assert np.any(differs)                # and they always do
+            assert np.any(differs)  # and they always do
 
 
 def test_more_classes_use_three_parts():
@@ -87,7 +101,7 @@ def test_patterns_are_distinct_balanced_and_mirror_symmetric():
         shares = [syn.pattern(slot, k, size) for k in range(len(family))]
         for share in shares:
             blocks = share.reshape(size // 8, 8, size // 8, 8).mean(axis=(1, 3))
-            np.testing.assert_array_equal(blocks, 0.5)        # half dark in every 8x8 block
+            np.testing.assert_array_equal(blocks, 0.5)  # half dark in every 8x8 block
             np.testing.assert_array_equal(share[:, ::-1], share)  # a mirrored bird keeps its class
         for i in range(len(shares)):
             for j in range(i):
@@ -106,7 +120,9 @@ def test_default_augmentation_keeps_the_pixel_grid():
     Image.fromarray(image).save(buf, format="JPEG", quality=95, subsampling=0)
     stored = np.asarray(Image.open(buf).convert("RGB"))
     aug = preprocess.Augment.train(data_config.default_config("synthetic_fgvc"))
-    views = [preprocess.train_image(buf.getvalue(), np.random.default_rng(i), aug) for i in range(8)]
+    views = [
+        preprocess.train_image(buf.getvalue(), np.random.default_rng(i), aug) for i in range(8)
+    ]
     mirrored = [np.array_equal(v, stored[:, ::-1]) for v in views]
     assert all(np.array_equal(v, stored) or m for v, m in zip(views, mirrored))
     assert 0 < sum(mirrored) < len(views)

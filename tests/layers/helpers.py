@@ -1,4 +1,5 @@
 """Shared helpers for the JAX-vs-PyTorch block tests."""
+
 import jax
 import numpy as np
 

@@ -1,4 +1,5 @@
 """Behaviour tests: each fails when the idea of the block is broken."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +18,9 @@ def test_cram_suppresses_exactly_the_selected_channels_and_only_in_training():
     x = _x((3, 6, 6, 64)) + 1.0
     block = layers.CRAM(mid=16, out=24, omega=0.5, delta=0.9)
     v = randomize(block.init(jax.random.PRNGKey(0), x), scale=1.0)
-    imp = np.asarray(layers.CBAMChannel(return_map=True).apply(
-        {"params": v["params"]["channel"]}, x))[:, 0, 0, :]  # (B, C)
+    imp = np.asarray(
+        layers.CBAMChannel(return_map=True).apply({"params": v["params"]["channel"]}, x)
+    )[:, 0, 0, :]  # (B, C)
     p = np.exp(imp - imp.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     selected = p >= 0.9 * p.max(-1, keepdims=True)  # (B, C)
@@ -68,8 +70,9 @@ def test_erasure_stop_gradient_blocks_the_mask_path(stop):
     g = jax.grad(second)(params)
     first_ma = np.concatenate([np.ravel(l) for l in jax.tree_util.tree_leaves(g["ma"])])
     assert np.all(first_ma == 0) == stop
-    assert np.any(np.concatenate([np.ravel(l) for l in
-                                  jax.tree_util.tree_leaves(g["ma_erased1"])]) != 0)
+    assert np.any(
+        np.concatenate([np.ravel(l) for l in jax.tree_util.tree_leaves(g["ma_erased1"])]) != 0
+    )
 
 
 def test_erasure_uses_the_original_features():
@@ -80,8 +83,10 @@ def test_erasure_uses_the_original_features():
     _, m = layers.HybridAttention().apply({"params": params["ma"]}, f)
     want, _ = layers.HybridAttention().apply({"params": params["ma_erased1"]}, f * (1 - m))
     np.testing.assert_allclose(second, want, rtol=1e-6)
-    assert len(layers.MAEA(rounds=2).apply(
-        layers.MAEA(rounds=2).init(jax.random.PRNGKey(0), f), f)) == 3
+    assert (
+        len(layers.MAEA(rounds=2).apply(layers.MAEA(rounds=2).init(jax.random.PRNGKey(0), f), f))
+        == 3
+    )
 
 
 def test_hard_erase_mask():
@@ -127,8 +132,9 @@ def test_ffm_adds_the_least_similar_content():
     xj = jnp.array([[[[1.0, 0.0], [0.0, 1.0]]]])  # j: 1x2 map, same then orthogonal
     out_i, _ = layers.FFM().apply({}, [xi, xj])
     w = jax.nn.softmax(jnp.array([-1.0, 0.0]))
-    np.testing.assert_allclose(out_i[0, 0, 0], xi[0, 0, 0] + w[0] * xj[0, 0, 0] + w[1] * xj[0, 0, 1],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out_i[0, 0, 0], xi[0, 0, 0] + w[0] * xj[0, 0, 0] + w[1] * xj[0, 0, 1], rtol=1e-6
+    )
     assert w[1] > w[0]
 
 

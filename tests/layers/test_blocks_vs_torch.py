@@ -1,5 +1,6 @@
 """Each block given in PyTorch or as an equation by a source, against its PyTorch
 transcription (tests/reference/blocks.py) with shared weights: max abs diff ≤ 1e-5 relative."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,8 +104,7 @@ def test_smram_diversity_loss(down):
     assert_close(losses.diversity_loss(probs), t(txs).detach().numpy())
 
 
-@pytest.mark.parametrize("similarity,scale", [("dot", 1.0), ("cosine", 1.0),
-                                              ("cosine", 0.001)])
+@pytest.mark.parametrize("similarity,scale", [("dot", 1.0), ("cosine", 1.0), ("cosine", 0.001)])
 def test_ffm(similarity, scale):
     """`similarity='dot'`, scale 1 is the paper's Eq. 7-12; 'cosine' x 0.001 is FBSD's code."""
     xs = [0.3 * _x((2, 8, 8, 16), 1), 0.3 * _x((2, 4, 4, 16), 2), 0.3 * _x((2, 2, 2, 16), 3)]
@@ -122,8 +122,12 @@ def test_contrastive_loss():
     assert_close(got, want)
     # Identical features with a shared label cost nothing; with distinct labels they pay 1 − α.
     same = jnp.ones((4, 8))
-    assert float(losses.contrastive_loss(same, jnp.zeros(4, jnp.int32))) == pytest.approx(0, abs=1e-6)
-    assert float(losses.contrastive_loss(same, jnp.arange(4))) == pytest.approx(0.6 * 12 / 16, abs=1e-6)
+    assert float(losses.contrastive_loss(same, jnp.zeros(4, jnp.int32))) == pytest.approx(
+        0, abs=1e-6
+    )
+    assert float(losses.contrastive_loss(same, jnp.arange(4))) == pytest.approx(
+        0.6 * 12 / 16, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -131,6 +135,7 @@ def test_cross_entropy(smoothing):
     logits = _x((6, 5))
     labels = np.array([0, 4, 2, 1, 1, 3])
     got = losses.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), smoothing)
-    want = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels),
-                                             label_smoothing=smoothing).numpy()
+    want = torch.nn.functional.cross_entropy(
+        torch.from_numpy(logits), torch.from_numpy(labels), label_smoothing=smoothing
+    ).numpy()
     assert_close(got, want)

@@ -1,6 +1,7 @@
 """Each method at its paper size and resolution on CPU (batch 1): one training-mode forward
 with loss and gradient, output shapes, and the parameter counts of the baselines against the
 PyTorch models (torchvision ResNet-50: 25.56 M; timm Swin-B/384: 87.9 M at 1000 classes)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,13 +17,16 @@ def _n_torch(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc"])
+@pytest.mark.parametrize(
+    "name", ["baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc"]
+)
 def test_full_size_forward_loss_gradient(name):
     classes = 1000 if name.startswith("baseline") else 200
     cfg = registry.default_config(name, "full")
     method = registry.create(cfg, classes)
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, cfg.image_size, cfg.image_size, 3)),
-                    jnp.float32)
+    x = jnp.asarray(
+        np.random.default_rng(0).normal(size=(1, cfg.image_size, cfg.image_size, 3)), jnp.float32
+    )
     labels = jnp.array([3])
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
     variables = jax.jit(lambda x: method.network.init(rngs, x, train=True))(x)
@@ -34,8 +38,13 @@ def test_full_size_forward_loss_gradient(name):
         assert n_params == _n_torch(timm.create_model(cfg.backbone, pretrained=False))
 
     def loss_fn(params):
-        out, _ = method.network.apply({**variables, "params": params}, x, train=True,
-                                      rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+        out, _ = method.network.apply(
+            {**variables, "params": params},
+            x,
+            train=True,
+            rngs={"dropout": jax.random.key(2)},
+            mutable=["batch_stats"],
+        )
         loss, terms = method.loss(out, labels)
         return loss, out
 

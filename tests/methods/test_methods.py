@@ -1,5 +1,6 @@
 """The methods on their CPU-sized variants (same code as the paper sizes): outputs, losses,
 prediction rules, parameter groups, config lookup, and the method-level behaviours."""
+
 import re
 
 import jax
@@ -46,14 +47,18 @@ class Built:
             cfg.backbone_overrides.depths = TEST_SWIN_DEPTHS
         self.method = method = registry.create(cfg, K)
         rng = np.random.default_rng(0)
-        self.images = jnp.asarray(rng.normal(size=(2, cfg.image_size, cfg.image_size, 3)),
-                                  jnp.float32)
+        self.images = jnp.asarray(
+            rng.normal(size=(2, cfg.image_size, cfg.image_size, 3)), jnp.float32
+        )
         self.labels = jnp.array([0, 3])
         rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
         self.variables = jax.jit(lambda x: method.network.init(rngs, x, train=True))(self.images)
         self.eval = jax.jit(lambda v, x: method.network.apply(v, x, train=False))
-        self.train = jax.jit(lambda v, x: method.network.apply(
-            v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])[0])
+        self.train = jax.jit(
+            lambda v, x: method.network.apply(
+                v, x, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]
+            )[0]
+        )
 
 
 def built(name, **overrides):
@@ -71,11 +76,12 @@ def _method(name):
 def train_grad(b):
     def loss_fn(params):
         v = {**b.variables, "params": params}
-        out, _ = b.method.network.apply(v, b.images, train=True,
-                                        rngs={"dropout": jax.random.key(2)},
-                                        mutable=["batch_stats"])
+        out, _ = b.method.network.apply(
+            v, b.images, train=True, rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"]
+        )
         loss, terms = b.method.loss(out, b.labels)
         return loss, (out, terms)
+
     return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(b.variables["params"])
 
 
@@ -96,45 +102,66 @@ def test_cpu_variant_trains_and_predicts(name):
 
 
 def test_prediction_rules():
-    z = {k: jnp.asarray(np.random.default_rng(i).normal(size=(3, K)), jnp.float32)
-         for i, k in enumerate(["trunk", "stage2", "stage3", "stage4", "stage5", "concat", "main"])}
+    z = {
+        k: jnp.asarray(np.random.default_rng(i).normal(size=(3, K)), jnp.float32)
+        for i, k in enumerate(["trunk", "stage2", "stage3", "stage4", "stage5", "concat", "main"])
+    }
     sm = {k: np.asarray(jax.nn.softmax(v)) for k, v in z.items()}
     cra = _method("cra_smra").predict(Outputs(logits=z))
-    np.testing.assert_allclose(cra, (sm["stage3"] + sm["stage4"] + sm["stage5"] + sm["concat"]) / 4, rtol=1e-6)
+    np.testing.assert_allclose(
+        cra, (sm["stage3"] + sm["stage4"] + sm["stage5"] + sm["concat"]) / 4, rtol=1e-6
+    )
     fc = _method("swinfc").predict(Outputs(logits=z))
-    np.testing.assert_allclose(fc, (sm["trunk"] + sm["stage2"] + sm["stage3"] + sm["stage4"]) / 4, rtol=1e-6)
+    np.testing.assert_allclose(
+        fc, (sm["trunk"] + sm["stage2"] + sm["stage3"] + sm["stage4"]) / 4, rtol=1e-6
+    )
     ma = _method("ma_ea").predict(Outputs(logits=z))
     np.testing.assert_allclose(ma, sm["main"], rtol=1e-6)
 
 
 def test_loss_weights():
     labels = jnp.array([1, 2, 3])
-    z = {k: jnp.asarray(np.random.default_rng(i).normal(size=(3, K)), jnp.float32)
-         for i, k in enumerate(["trunk", "stage2", "stage3", "stage4", "stage5", "concat"])}
+    z = {
+        k: jnp.asarray(np.random.default_rng(i).normal(size=(3, K)), jnp.float32)
+        for i, k in enumerate(["trunk", "stage2", "stage3", "stage4", "stage5", "concat"])
+    }
     cra = _method("cra_smra")
-    smram = jax.nn.softmax(jnp.asarray(np.random.default_rng(9).normal(size=(3, 3, 4)), jnp.float32))
+    smram = jax.nn.softmax(
+        jnp.asarray(np.random.default_rng(9).normal(size=(3, 3, 4)), jnp.float32)
+    )
     total, t = cra.loss(Outputs(logits=z, aux={"smram": smram}), labels)
-    want = (2.0 * (t["ce_stage3"] + t["ce_stage4"] + t["ce_stage5"]) + 1.0 * t["ce_concat"]
-            + 1.0 * t["div"])
+    want = (
+        2.0 * (t["ce_stage3"] + t["ce_stage4"] + t["ce_stage5"])
+        + 1.0 * t["ce_concat"]
+        + 1.0 * t["div"]
+    )
     np.testing.assert_allclose(total, want, rtol=1e-6)
     fc = _method("swinfc")
     feats = jnp.asarray(np.random.default_rng(5).normal(size=(3, 8)), jnp.float32)
     total, t = fc.loss(Outputs(logits=z, aux={"fsm": feats}), labels)
-    want = t["ce_trunk"] + 0.4 * t["ce_stage2"] + 0.6 * t["ce_stage3"] + 0.8 * t["ce_stage4"] + t["con"]
+    want = (
+        t["ce_trunk"]
+        + 0.4 * t["ce_stage2"]
+        + 0.6 * t["ce_stage3"]
+        + 0.8 * t["ce_stage4"]
+        + t["con"]
+    )
     np.testing.assert_allclose(total, want, rtol=1e-6)
 
 
 def test_smram_is_absent_at_eval():
     b = built("cra_smra")
     assert "smram" in b.variables["params"]
-    no_smram = {col: {k: v for k, v in tree.items() if k != "smram"}
-                for col, tree in b.variables.items()}
+    no_smram = {
+        col: {k: v for k, v in tree.items() if k != "smram"} for col, tree in b.variables.items()
+    }
     out = b.eval(no_smram, b.images)
     assert "smram" not in out.aux
     _, terms = b.method.loss(out, b.labels)
     assert "div" not in terms
-    np.testing.assert_array_equal(out.logits["concat"],
-                                  b.eval(b.variables, b.images).logits["concat"])
+    np.testing.assert_array_equal(
+        out.logits["concat"], b.eval(b.variables, b.images).logits["concat"]
+    )
     assert "smram" in b.train(b.variables, b.images).aux  # ...and present in training
 
 
@@ -152,8 +179,10 @@ def test_cra_smra_suppression_feeds_the_next_stage_in_training():
     """With ω = 1 the 'scale' suppression is the identity: the trunk (and so every head)
     changes in training iff ω < 1."""
     b, off = built("cra_smra"), built("cra_smra", omega=1.0)
-    assert not np.allclose(b.train(b.variables, b.images).logits["concat"],
-                           off.train(b.variables, b.images).logits["concat"])
+    assert not np.allclose(
+        b.train(b.variables, b.images).logits["concat"],
+        off.train(b.variables, b.images).logits["concat"],
+    )
 
 
 def _labels_of(method, params):
@@ -185,18 +214,42 @@ def test_registry_errors_and_defaults():
     with pytest.raises(ValueError, match="unknown_field"):
         registry.create(cfg, 3)
     c = registry.default_config("cra_smra")
-    assert (c.backbone, c.image_size, c.cram_out, c.omega, c.delta, c.alpha, c.beta, c.gamma,
-            c.suppress_at_eval, c.suppress_form, c.smram_down, c.head_pool, c.channel_block
-            ) == ("resnet50", 448, 1024, 0.5, 0.9, 2.0, 1.0, 1.0, True, "scale", "avgpool",
-                  "max", "cram")
+    assert (
+        c.backbone,
+        c.image_size,
+        c.cram_out,
+        c.omega,
+        c.delta,
+        c.alpha,
+        c.beta,
+        c.gamma,
+        c.suppress_at_eval,
+        c.suppress_form,
+        c.smram_down,
+        c.head_pool,
+        c.channel_block,
+    ) == ("resnet50", 448, 1024, 0.5, 0.9, 2.0, 1.0, 1.0, True, "scale", "avgpool", "max", "cram")
     c = registry.default_config("ma_ea")
-    assert (c.stem_pool, c.erase, c.erase_theta, c.erase_rounds, c.ma_residual,
-            c.erase_into_trunk, tuple(c.ma_stages)) == (
-        "multiscale", "soft", 0.8, 1, False, False, ("conv4_x", "conv5_x"))
+    assert (
+        c.stem_pool,
+        c.erase,
+        c.erase_theta,
+        c.erase_rounds,
+        c.ma_residual,
+        c.erase_into_trunk,
+        tuple(c.ma_stages),
+    ) == ("multiscale", "soft", 0.8, 1, False, False, ("conv4_x", "conv5_x"))
     c = registry.default_config("swinfc")
-    assert (c.backbone, c.image_size, c.proj_dim, c.ea_memory, tuple(c.stage_weights),
-            c.con_margin, c.ffm_similarity, c.ffm_scale) == (
-        "swin_base_patch4_window12_384", 384, 1024, 64, (0.4, 0.6, 0.8), 0.4, "dot", 1.0)
+    assert (
+        c.backbone,
+        c.image_size,
+        c.proj_dim,
+        c.ea_memory,
+        tuple(c.stage_weights),
+        c.con_margin,
+        c.ffm_similarity,
+        c.ffm_scale,
+    ) == ("swin_base_patch4_window12_384", 384, 1024, 64, (0.4, 0.6, 0.8), 0.4, "dot", 1.0)
     assert registry.default_config("swinfc", "cpu").image_size == 64
 
 
@@ -205,8 +258,12 @@ def test_cra_smra_alpha_weights_the_stage_terms():
     total is α · 3 log K (the paper: α on each stage, β on the overall head)."""
     labels = jnp.array([1, 2])
     confident = 50.0 * jax.nn.one_hot(labels, K)
-    z = {"stage3": jnp.zeros((2, K)), "stage4": jnp.zeros((2, K)), "stage5": jnp.zeros((2, K)),
-         "concat": confident}
+    z = {
+        "stage3": jnp.zeros((2, K)),
+        "stage4": jnp.zeros((2, K)),
+        "stage5": jnp.zeros((2, K)),
+        "concat": confident,
+    }
     total, t = _method("cra_smra").loss(Outputs(logits=z), labels)
     np.testing.assert_allclose(t["ce_concat"], 0.0, atol=1e-6)
     np.testing.assert_allclose(total, 2.0 * 3 * np.log(K), rtol=1e-6)
@@ -217,19 +274,25 @@ def test_cra_smra_suppresses_at_evaluation():
     eval logits differ from the unsuppressed network's with the same weights; with ω = 1 in
     the 'scale' form nothing is suppressed and they agree."""
     on, off = built("cra_smra"), built("cra_smra", suppress_at_eval=False)
-    assert not np.allclose(on.eval(on.variables, on.images).logits["concat"],
-                           off.eval(on.variables, on.images).logits["concat"])
+    assert not np.allclose(
+        on.eval(on.variables, on.images).logits["concat"],
+        off.eval(on.variables, on.images).logits["concat"],
+    )
     keep = built("cra_smra", omega=1.0)
-    np.testing.assert_allclose(keep.eval(on.variables, on.images).logits["concat"],
-                               off.eval(on.variables, on.images).logits["concat"], rtol=1e-5)
+    np.testing.assert_allclose(
+        keep.eval(on.variables, on.images).logits["concat"],
+        off.eval(on.variables, on.images).logits["concat"],
+        rtol=1e-5,
+    )
 
 
 def test_cra_smra_logs_suppressed_channels():
     """The mean number of suppressed channels per CRAM is sown into 'metrics' in training
     (between 1 and C: at least the argmax channel is always selected)."""
     b = built("cra_smra")
-    _, mutated = b.method.network.apply(b.variables, b.images, train=True,
-                                        mutable=["batch_stats", "metrics"])
+    _, mutated = b.method.network.apply(
+        b.variables, b.images, train=True, mutable=["batch_stats", "metrics"]
+    )
     widths = {"cram3": 128, "cram4": 256, "cram5": 512}  # ResNet-18 stage widths
     for name, c in widths.items():
         count = mutated["metrics"][name]["suppressed_channels"]

@@ -1,5 +1,6 @@
 """Methods load their backbone's converted PyTorch weights (new layers stay random), and
 `merge_backbone` is strict about names and shapes."""
+
 import jax
 import numpy as np
 import pytest
@@ -30,14 +31,19 @@ def test_method_with_converted_backbone_matches_torch(tmp_path, name, head):
         cfg.backbone_overrides.depths = (1, 1, 1, 2)
     method = registry.create(cfg, K)
     kw = method.backbone_kwargs
-    torch_kw = {k: v for k, v in kw.items() if k not in ("stem_pool", "dilate_conv5", "drop_path_rate")}
+    torch_kw = {
+        k: v for k, v in kw.items() if k not in ("stem_pool", "dilate_conv5", "drop_path_rate")
+    }
     ref = saved_reference(method.backbone_arch, tmp_path / "w.pth", num_classes=K, **torch_kw)
     converted = load_pretrained(method.backbone_arch, str(tmp_path / "w.pth"), 0, **kw)
     variables = _init(method, cfg.image_size)
     merged = merge_backbone(variables, converted)
     fresh = {k: v for k, v in variables["params"].items() if k != "backbone"}
-    jax.tree.map(np.testing.assert_array_equal, {k: v for k, v in merged["params"].items()
-                                                 if k != "backbone"}, fresh)  # new layers untouched
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        {k: v for k, v in merged["params"].items() if k != "backbone"},
+        fresh,
+    )  # new layers untouched
     fc = ref.fc if hasattr(ref, "fc") else ref.head.fc
     merged["params"] = {**merged["params"], "head": _head(fc)}
     x = random_images(2, cfg.image_size)
@@ -49,11 +55,17 @@ def test_method_with_converted_backbone_matches_torch(tmp_path, name, head):
 
 
 def test_merge_backbone_is_strict():
-    variables = {"params": {"backbone": {"a": {"kernel": np.zeros((2, 3))}, "b": np.zeros(4)},
-                            "head": {"kernel": np.ones((3, 3))}},
-                 "batch_stats": {"backbone": {"bn": {"mean": np.zeros(4)}}}}
-    good = {"params": {"a": {"kernel": np.full((2, 3), 2.0)}, "b": np.ones(4)},
-            "batch_stats": {"bn": {"mean": np.ones(4)}}}
+    variables = {
+        "params": {
+            "backbone": {"a": {"kernel": np.zeros((2, 3))}, "b": np.zeros(4)},
+            "head": {"kernel": np.ones((3, 3))},
+        },
+        "batch_stats": {"backbone": {"bn": {"mean": np.zeros(4)}}},
+    }
+    good = {
+        "params": {"a": {"kernel": np.full((2, 3), 2.0)}, "b": np.ones(4)},
+        "batch_stats": {"bn": {"mean": np.ones(4)}},
+    }
     out = merge_backbone(variables, good)
     np.testing.assert_array_equal(out["params"]["backbone"]["a"]["kernel"], 2.0)
     np.testing.assert_array_equal(out["batch_stats"]["backbone"]["bn"]["mean"], 1.0)
@@ -65,7 +77,9 @@ def test_merge_backbone_is_strict():
     with pytest.raises(ValueError, match="params/backbone/c: not in the method"):
         merge_backbone(variables, extra)
     shape = {"params": {**good["params"], "b": np.zeros(5)}, "batch_stats": good["batch_stats"]}
-    with pytest.raises(ValueError, match=r"params/backbone/b: converted shape \(5,\), method shape \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"params/backbone/b: converted shape \(5,\), method shape \(4,\)"
+    ):
         merge_backbone(variables, shape)
     with pytest.raises(ValueError, match="batch_stats/backbone/bn/mean: missing"):
         merge_backbone(variables, {"params": good["params"]})

@@ -4,6 +4,7 @@ Written the way the sources write them (SAGAN self-attention, CBAM, external att
 FBSD, TransFG `con_loss`), independently of the JAX code. Each module has `load_flax(params)`
 that copies a flax param tree of the matching JAX block (NHWC kernels) into its weights.
 """
+
 import numpy as np
 
 from tests.reference.torch_compat import torch
@@ -51,18 +52,21 @@ class SE(nn.Module):
         return x * w[:, :, None, None]
 
     def load_flax(self, p):
-        _linear(self.fc1, p["fc1"]); _linear(self.fc2, p["fc2"])
+        _linear(self.fc1, p["fc1"])
+        _linear(self.fc2, p["fc2"])
 
 
 class CBAMChannel(nn.Module):
     def __init__(self, c, r=16):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Conv2d(c, c // r, 1, bias=False), nn.ReLU(),
-                                 nn.Conv2d(c // r, c, 1, bias=False))
+        self.mlp = nn.Sequential(
+            nn.Conv2d(c, c // r, 1, bias=False), nn.ReLU(), nn.Conv2d(c // r, c, 1, bias=False)
+        )
 
     def weights(self, x):
-        return torch.sigmoid(self.mlp(F.adaptive_avg_pool2d(x, 1))
-                             + self.mlp(F.adaptive_max_pool2d(x, 1)))
+        return torch.sigmoid(
+            self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
+        )
 
     def forward(self, x):
         return x * self.weights(x)
@@ -110,7 +114,8 @@ class SelfAttn(nn.Module):
         return out if self.scaled else self.gamma * out + x
 
     def load_flax(self, p):
-        _conv2d(self.query_conv, p["query"]); _conv2d(self.key_conv, p["key"])
+        _conv2d(self.query_conv, p["query"])
+        _conv2d(self.key_conv, p["key"])
         _conv2d(self.value_conv, p["value"])
         if "gamma" in p:
             self.gamma.data = _t(np.reshape(p["gamma"], (1,)))
@@ -166,7 +171,8 @@ class BasicConv(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
     def load_flax(self, p, s):
-        _conv2d(self.conv, p["conv"]); _bn(self.bn, p["bn"], s["bn"])
+        _conv2d(self.conv, p["conv"])
+        _bn(self.bn, p["bn"], s["bn"])
 
 
 class CRAM(nn.Module):
@@ -198,10 +204,11 @@ class SMRAMDiversity(nn.Module):
     def __init__(self, c, n_down=(2, 1, 0), down="conv"):
         super().__init__()
         self.n_down, self.mode = n_down, down
-        self.down = nn.ModuleList(nn.ModuleList(BasicConv(c, c, 3, 2) for _ in range(n))
-                                  for n in (n_down if down == "conv" else (0,) * len(n_down)))
-        self.pool_bn = nn.ModuleList(nn.BatchNorm2d(c, eps=1e-5, momentum=0.1)
-                                     for _ in n_down)
+        self.down = nn.ModuleList(
+            nn.ModuleList(BasicConv(c, c, 3, 2) for _ in range(n))
+            for n in (n_down if down == "conv" else (0,) * len(n_down))
+        )
+        self.pool_bn = nn.ModuleList(nn.BatchNorm2d(c, eps=1e-5, momentum=0.1) for _ in n_down)
         self.phi = nn.ModuleList(nn.Conv2d(c, 1, 1) for _ in n_down)
 
     def maps(self, xs):
@@ -260,5 +267,5 @@ def con_loss(features, labels):
     neg_cos_matrix = cos_matrix - 0.4
     neg_cos_matrix[neg_cos_matrix < 0] = 0
     loss = (pos_cos_matrix * pos_label_matrix).sum() + (neg_cos_matrix * neg_label_matrix).sum()
-    loss /= (B * B)
+    loss /= B * B
     return loss

@@ -1,8 +1,9 @@
 """Random PyTorch reference models saved to files, as a user's downloaded weights would be."""
+
 import numpy as np
 
-from tests.reference.torch_compat import torch
 from fgvc_jax.convert import torch_reference
+from tests.reference.torch_compat import torch
 
 
 def randomize_batch_norm(model, seed: int = 0):

@@ -11,6 +11,7 @@ differs from its float64 one by 9.3e-4 at the CPU size (baseline_resnet, trainin
 3) and by 1.0e-3 at 448 px (eval mode), so in training mode our float32 error is held to
 PyTorch's own, and at the paper's size float64 is compared. In eval mode at the CPU size our
 float32 is held within 1e-5 of the float64 twin."""
+
 import numpy as np
 import pytest
 
@@ -33,8 +34,9 @@ def test_eval_mode_float32_within_1e5_of_the_float64_twin(name):
     """Our float32 against the truth (the float64 twin), not against PyTorch's float32: two
     float32 runs each ~5e-6 off make SwinFC's patch-merging gradient 1.0e-5 apart (seed 0:
     ours 5.3e-6 from float64, PyTorch's own float32 6.5e-6)."""
-    rows, _ = parity.run(registry.default_config(name, "cpu"), 10, train=False, batch=4,
-                         twin_dtype="float64")
+    rows, _ = parity.run(
+        registry.default_config(name, "cpu"), 10, train=False, batch=4, twin_dtype="float64"
+    )
     names = {r.name for r in rows}
     assert "loss total" in names and any(n.startswith("grad [") for n in names)
     check(rows, 1e-5)
@@ -42,8 +44,14 @@ def test_eval_mode_float32_within_1e5_of_the_float64_twin(name):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_train_mode_matches_twin_in_float64(name):
-    rows, _ = parity.run(registry.default_config(name, "cpu"), 10, train=True, batch=4,
-                         dtype=np.float64, twin_dtype="float64")
+    rows, _ = parity.run(
+        registry.default_config(name, "cpu"),
+        10,
+        train=True,
+        batch=4,
+        dtype=np.float64,
+        twin_dtype="float64",
+    )
     names = {r.name for r in rows}
     if name == "cra_smra":
         assert {"aux smram", "loss div", "suppressed channels cram4"} <= names
@@ -72,8 +80,7 @@ def test_train_mode_float32_is_as_accurate_as_pytorch(name):
         t = float(np.median([e[i].rel for e in torch_err]))
         if o > max(1e-5, 2 * t):
             bad.append(f"{r.name}: ours {o:.2e}, PyTorch's {t:.2e}")
-    assert not bad, "float32 error against the float64 twin (median of 5 seeds):\n" + \
-        "\n".join(bad)
+    assert not bad, "float32 error against the float64 twin (median of 5 seeds):\n" + "\n".join(bad)
 
 
 def test_cra_smra_densenet_matches_twin():
@@ -82,18 +89,31 @@ def test_cra_smra_densenet_matches_twin():
     check(parity.run(cfg, 10, train=False, batch=2)[0], 1e-5)
 
 
-@pytest.mark.parametrize("name,train,ours,twin,row", [
-    # CRA-SMRA: α on the stage terms (a loss weight on the wrong term)
-    ("cra_smra", True, dict(alpha=1.0, beta=2.0), dict(alpha=2.0, beta=1.0), "loss total"),
-    # CRA-SMRA: suppression at evaluation changes what the next stages see
-    ("cra_smra", False, dict(suppress_at_eval=False), dict(suppress_at_eval=True),
-     "logits stage4"),
-    # SwinFC: the FFM similarity (Eq. 7 dot product vs FBSD's cosine)
-    ("swinfc", False, dict(ffm_similarity="cosine"), dict(ffm_similarity="dot"),
-     "logits stage2"),
-    # MA-EA: F' = F ⊗ M vs the residual F + F ⊙ M
-    ("ma_ea", False, dict(ma_residual=True), dict(ma_residual=False), "logits conv4_ma"),
-])
+@pytest.mark.parametrize(
+    "name,train,ours,twin,row",
+    [
+        # CRA-SMRA: α on the stage terms (a loss weight on the wrong term)
+        ("cra_smra", True, dict(alpha=1.0, beta=2.0), dict(alpha=2.0, beta=1.0), "loss total"),
+        # CRA-SMRA: suppression at evaluation changes what the next stages see
+        (
+            "cra_smra",
+            False,
+            dict(suppress_at_eval=False),
+            dict(suppress_at_eval=True),
+            "logits stage4",
+        ),
+        # SwinFC: the FFM similarity (Eq. 7 dot product vs FBSD's cosine)
+        (
+            "swinfc",
+            False,
+            dict(ffm_similarity="cosine"),
+            dict(ffm_similarity="dot"),
+            "logits stage2",
+        ),
+        # MA-EA: F' = F ⊗ M vs the residual F + F ⊙ M
+        ("ma_ea", False, dict(ma_residual=True), dict(ma_residual=False), "logits conv4_ma"),
+    ],
+)
 def test_a_wrong_choice_on_our_side_is_detected(name, train, ours, twin, row):
     cfg = registry.default_config(name, "cpu")
     cfg.update(ours)
@@ -110,9 +130,11 @@ def test_weight_map_round_trip(name):
 
     cfg = registry.default_config(name, "cpu")
     method = registry.create(cfg, 7)
-    v = method.network.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                            np.zeros((2, cfg.image_size, cfg.image_size, 3), np.float32),
-                            train=True)
+    v = method.network.init(
+        {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+        np.zeros((2, cfg.image_size, cfg.image_size, 3), np.float32),
+        train=True,
+    )
     v = parity.randomized({k: v[k] for k in v if k in ("params", "batch_stats")}, 1)
     twin = twins.build(cfg, 7)
     weights.jax_to_torch(v, twin)
@@ -121,8 +143,15 @@ def test_weight_map_round_trip(name):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-FULL = [("baseline_resnet", {}), ("baseline_swin", {}), ("ma_ea", {}), ("cra_smra", {}),
-        ("cra_smra", {"backbone": "densenet161"}), ("swinfc", {}), ("attention_cnn", {})]
+FULL = [
+    ("baseline_resnet", {}),
+    ("baseline_swin", {}),
+    ("ma_ea", {}),
+    ("cra_smra", {}),
+    ("cra_smra", {"backbone": "densenet161"}),
+    ("swinfc", {}),
+    ("attention_cnn", {}),
+]
 
 
 @pytest.fixture
@@ -150,5 +179,7 @@ def release_memory():
 def test_paper_size_matches_twin_in_float64(name, fields):
     cfg = registry.default_config(name, "full")
     cfg.update(fields)
-    check(parity.run(cfg, 200, train=False, batch=2, dtype=np.float64,
-                     twin_dtype="float64")[0], FLOAT64)
+    check(
+        parity.run(cfg, 200, train=False, batch=2, dtype=np.float64, twin_dtype="float64")[0],
+        FLOAT64,
+    )

@@ -1,6 +1,7 @@
 """One tiny model trained once per test session (shared by pytest-xdist workers through a file
 lock): a CPU-sized method on a folder dataset of synthetic_fgvc birds whose classes differ
 only in their marks (`paired_data`), through `fgvc_jax.loop.train.train_and_evaluate`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,8 @@ PER_CLASS = {"train": 4, "test": 2}  # nuisance seeds; each rendered once per cl
 class Run:
     workdir: str
     config: object
-    index: dict          # {split: [(path, label, boxes)]}
-    final_eval: dict     # the trainer's <workdir>/eval.json
+    index: dict  # {split: [(path, label, boxes)]}
+    final_eval: dict  # the trainer's <workdir>/eval.json
 
 
 def make_config(root: str):
@@ -52,8 +53,7 @@ def make_config(root: str):
 def _train(root: str) -> None:
     from fgvc_jax.loop import train
 
-    paired_data.write(os.path.join(root, "images"), num_classes=4,
-                      per_class=PER_CLASS)
+    paired_data.write(os.path.join(root, "images"), num_classes=4, per_class=PER_CLASS)
     config = make_config(root)
     train.train_and_evaluate(config, os.path.join(root, "workdir"))  # writes config.json
     open(os.path.join(root, "done"), "w").close()

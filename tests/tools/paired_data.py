@@ -4,6 +4,7 @@ For every nuisance seed, each class is rendered with the same generator state (s
 background, clutter, pose, colours), so by `synthetic_fgvc.render`'s contract two classes'
 images of one seed differ only inside the mark boxes: a model that fits the training set must
 use the marks, and the box of each mark is known."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,9 @@ from fgvc_jax.data.builders import synthetic_fgvc
 SPLIT_SEEDS = {"train": 0, "test": 1}
 
 
-def write(root: str, num_classes: int = 4, per_class: dict | None = None,
-          size: int = 64, seed: int = 0) -> dict:
+def write(
+    root: str, num_classes: int = 4, per_class: dict | None = None, size: int = 64, seed: int = 0
+) -> dict:
     """Write root/<split>/<class>/<i>.jpg (RGB JPEG, quality 95: stored as is by the folder
     builder, so the files are exactly what the model trains on); returns {split: [(path, label, boxes)]}, also saved
     as root/index.json. Boxes are (x0, y0, x1, y1) in pixels of the written image."""

@@ -1,4 +1,5 @@
 """`python -m fgvc_jax.compare`: the table, the float64 reference columns and the exit code."""
+
 import subprocess
 import sys
 
@@ -8,9 +9,19 @@ pytest.importorskip("torch")
 
 
 def compare(*args):
-    return subprocess.run([sys.executable, "-m", "fgvc_jax.compare",
-                           "--config", "configs/attention_cnn.py:synthetic", *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fgvc_jax.compare",
+            "--config",
+            "configs/attention_cnn.py:synthetic",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_float32_shows_both_errors_against_float64_and_passes():

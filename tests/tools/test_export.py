@@ -1,6 +1,7 @@
 """`python -m fgvc_jax.export` on the session's trained model (conftest.trained_run): the
 SavedModel, loaded by a separate Python process that imports only TensorFlow and numpy, gives
 the library's predictions."""
+
 from __future__ import annotations
 
 import json
@@ -58,15 +59,28 @@ np.savez(out, probs=full["probabilities"].numpy(), index=full["class_index"].num
 def _run(args, cwd, **env) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", **env)
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("export") / "saved_model")
-    r = _run(["-m", "fgvc_jax.export", "--workdir", trained_run.workdir, "--out", out,
-              "--checkpoint", "latest"], ROOT, PYTHONPATH=ROOT)
+    r = _run(
+        [
+            "-m",
+            "fgvc_jax.export",
+            "--workdir",
+            trained_run.workdir,
+            "--out",
+            out,
+            "--checkpoint",
+            "latest",
+        ],
+        ROOT,
+        PYTHONPATH=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(out + ": SavedModel of"), r.stdout  # the report, one line
     return out
@@ -105,8 +119,17 @@ def test_savedmodel_in_plain_tensorflow_matches_the_library(trained_run, exporte
     with open(tmp_path / "files.json", "w") as f:
         json.dump(originals + resized, f)
 
-    r = _run(["-c", TF_ONLY_SCRIPT, exported, str(tmp_path / "inputs.npz"),
-              str(tmp_path / "files.json"), str(tmp_path / "out.npz")], str(tmp_path))
+    r = _run(
+        [
+            "-c",
+            TF_ONLY_SCRIPT,
+            exported,
+            str(tmp_path / "inputs.npz"),
+            str(tmp_path / "files.json"),
+            str(tmp_path / "out.npz"),
+        ],
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "out.npz")
     assert got["foreign"].tolist() == []
@@ -129,9 +152,11 @@ def test_savedmodel_in_plain_tensorflow_matches_the_library(trained_run, exporte
     n = len(originals)
     np.testing.assert_allclose(got["bytes_probs"][:n], lib[:n], rtol=0, atol=1e-5)
     np.testing.assert_array_equal(np.argmax(got["bytes_probs"], -1), np.argmax(lib, -1))
-    print(f"serving_bytes vs predict: max |Δp| {np.abs(got['bytes_probs'] - lib).max():.2e} "
-          f"({len(resized)} resized files), {np.abs(got['bytes_probs'][:n] - lib[:n]).max():.2e}"
-          f" ({n} files at the eval size)")
+    print(
+        f"serving_bytes vs predict: max |Δp| {np.abs(got['bytes_probs'] - lib).max():.2e} "
+        f"({len(resized)} resized files), {np.abs(got['bytes_probs'][:n] - lib[:n]).max():.2e}"
+        f" ({n} files at the eval size)"
+    )
 
 
 @pytest.mark.parametrize("mode,resize,crop", [("square", 73, 64), ("shorter", 96, 80)])
@@ -142,13 +167,21 @@ def test_tf_preprocessing_is_the_librarys_within_one_grey_level(tmp_path, mode, 
     from fgvc_jax.data import preprocess
 
     rng = np.random.default_rng(0)
-    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).resize(
-        (640, 480), Image.BICUBIC))
+    smooth = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8)).resize(
+            (640, 480), Image.BICUBIC
+        )
+    )
     rgba = np.concatenate([smooth[:90, :120], rng.integers(0, 256, (90, 120, 1), np.uint8)], -1)
-    files = {"draft.jpg": (smooth, "JPEG"), "small.jpg": (smooth[:50, :70], "JPEG"),
-             "rgba.png": (rgba, "PNG"), "grey.png": (smooth[:100, :150, 0], "PNG")}
+    files = {
+        "draft.jpg": (smooth, "JPEG"),
+        "small.jpg": (smooth[:50, :70], "JPEG"),
+        "rgba.png": (rgba, "PNG"),
+        "grey.png": (smooth[:100, :150, 0], "PNG"),
+    }
     config = ml_collections.ConfigDict(
-        {"data": {"eval_resize": resize, "eval_crop": crop, "resize_mode": mode}})
+        {"data": {"eval_resize": resize, "eval_crop": crop, "resize_mode": mode}}
+    )
     aug = preprocess.Augment(resize, crop, mode)
     for name, (array, fmt) in files.items():
         Image.fromarray(array).save(tmp_path / name, format=fmt)
@@ -162,9 +195,20 @@ def test_tf_preprocessing_is_the_librarys_within_one_grey_level(tmp_path, mode, 
 def test_export_refuses_a_non_empty_out_before_loading(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    r = _run(["-m", "fgvc_jax.export", "--workdir", str(tmp_path / "no_such_run"), "--out",
-              str(tmp_path / "out")], ROOT, PYTHONPATH=ROOT)
+    r = _run(
+        [
+            "-m",
+            "fgvc_jax.export",
+            "--workdir",
+            str(tmp_path / "no_such_run"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        ROOT,
+        PYTHONPATH=ROOT,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"error: --out {tmp_path / 'out'} exists and is not an empty folder: choose a new "
-        "folder for the SavedModel."]
+        "folder for the SavedModel."
+    ]

@@ -1,5 +1,6 @@
 """explain's method-specific maps and per-stage Grad-CAM on every method's CPU-sized network
 (freshly initialised: these check what is extracted, not what was learnt)."""
+
 from __future__ import annotations
 
 import importlib
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from fgvc_jax import explain, layers
-from fgvc_jax.tools import gradcam, trained
 from fgvc_jax.loop import state
+from fgvc_jax.tools import gradcam, trained
 
 SIZE = 64
 
@@ -23,8 +24,14 @@ def _model(name: str, **fields) -> trained.Trained:
     method = state.create_method(config, 4)
     variables = state.init_variables(method, (SIZE, SIZE, 3), 0, jnp.float32)
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
-    return trained.Trained(config=config, method=method, variables=variables,
-                           class_names=[f"c{i}" for i in range(4)], step=0, workdir="")
+    return trained.Trained(
+        config=config,
+        method=method,
+        variables=variables,
+        class_names=[f"c{i}" for i in range(4)],
+        step=0,
+        workdir="",
+    )
 
 
 def _images(n=2):
@@ -56,8 +63,17 @@ def test_gradcam_is_the_gradient_weighted_activation():
 
 def test_ma_ea_maps():
     result = explain.explain_arrays(_model("ma_ea"), _images())
-    _check_maps(result, ["Grad-CAM conv5_x", "MA conv4", "EA erased conv4",
-                         "MA on erased conv4 (round 1)", "MA conv5", "EA erased conv5"])
+    _check_maps(
+        result,
+        [
+            "Grad-CAM conv5_x",
+            "MA conv4",
+            "EA erased conv4",
+            "MA on erased conv4 (round 1)",
+            "MA conv5",
+            "EA erased conv5",
+        ],
+    )
 
 
 def _last_stage(module, x):
@@ -75,24 +91,33 @@ def test_ma_ea_hard_erasure_is_the_thresholded_map():
     _, _, _, maps = gradcam.grad_cam(model.method, model.variables, x)
     f = model.method.network.apply(model.variables, x, method=_last_stage)
     _, m = layers.HybridAttention(residual=True).apply(
-        {"params": model.variables["params"]["maea_conv5"]["ma"]}, f)
+        {"params": model.variables["params"]["maea_conv5"]["ma"]}, f
+    )
     s = jnp.mean(m, -1)
     removed = s >= 0.8 * jnp.max(s, axis=(1, 2), keepdims=True)
     nonzero = jnp.linalg.norm(f, axis=-1) > 0
-    np.testing.assert_allclose(np.asarray(maps["EA erased conv5"])[np.asarray(nonzero)],
-                               np.asarray(removed, np.float32)[np.asarray(nonzero)], atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(maps["EA erased conv5"])[np.asarray(nonzero)],
+        np.asarray(removed, np.float32)[np.asarray(nonzero)],
+        atol=1e-5,
+    )
 
 
 def test_cra_smra_maps_are_spatial_distributions():
     model = _model("cra_smra")
     result = explain.explain_arrays(model, _images())
-    _check_maps(result, ["Grad-CAM conv3_x"] + [f"CRAM X_e conv{s}_x" for s in (3, 4, 5)]
-                + [f"SMRAM P conv{s}_x" for s in (3, 4, 5)])
+    _check_maps(
+        result,
+        ["Grad-CAM conv3_x"]
+        + [f"CRAM X_e conv{s}_x" for s in (3, 4, 5)]
+        + [f"SMRAM P conv{s}_x" for s in (3, 4, 5)],
+    )
     x = model.normalize(_images())
     _, _, _, raw = gradcam.grad_cam(model.method, model.variables, x)
     for s in (3, 4, 5):
-        np.testing.assert_allclose(np.asarray(raw[f"SMRAM P conv{s}_x"]).sum((1, 2)), 1.0,
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(raw[f"SMRAM P conv{s}_x"]).sum((1, 2)), 1.0, rtol=1e-5
+        )
 
 
 def test_swinfc_attention_and_fsm_patches():
@@ -105,12 +130,14 @@ def test_swinfc_attention_and_fsm_patches():
     assert counts.sum((1, 2)).tolist() == [blocks_x_heads] * 2
     np.testing.assert_allclose(np.asarray(raw["stage-4 attention"]).sum((1, 2)), 1.0, rtol=1e-5)
     result = explain.explain_arrays(model, _images())
-    _check_maps(result, [f"Grad-CAM stage{i}" for i in (1, 2, 3, 4)]
-                + ["stage-4 attention", "FSM patches"])
+    _check_maps(
+        result, [f"Grad-CAM stage{i}" for i in (1, 2, 3, 4)] + ["stage-4 attention", "FSM patches"]
+    )
 
 
 @pytest.mark.parametrize("name", ["attention_cnn"])
 def test_attention_cnn_taps_its_convolutions(name):
     result = explain.explain_arrays(_model(name), _images())
-    _check_maps(result, ["Grad-CAM conv1", "Grad-CAM conv2", "Grad-CAM conv3",
-                         "Grad-CAM attention"])
+    _check_maps(
+        result, ["Grad-CAM conv1", "Grad-CAM conv2", "Grad-CAM conv3", "Grad-CAM attention"]
+    )

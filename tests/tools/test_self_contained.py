@@ -1,5 +1,6 @@
 """A workdir is self-contained: the tools work from a copy of it whose dataset is gone, and
 `--mode eval` evaluates without --config, leaving the training's eval.json as it was."""
+
 from __future__ import annotations
 
 import json
@@ -60,13 +61,16 @@ def test_tools_work_without_the_dataset(trained_run, moved_workdir, tmp_path):
     predicted = np.array([moved.class_names.index(r["top"][0]["class"]) for r in after])
     assert report["count"] == len(paths)
     assert report["single_view"]["top1/combined"] == pytest.approx(
-        100.0 * np.mean(predicted == labels))
+        100.0 * np.mean(predicted == labels)
+    )
     per_class = [np.mean(predicted[labels == c] == c) for c in np.unique(labels)]
-    assert report["single_view"]["mean_class/combined"] == pytest.approx(
-        100.0 * np.mean(per_class))
+    assert report["single_view"]["mean_class/combined"] == pytest.approx(100.0 * np.mean(per_class))
     assert 0.0 <= report["macro_f1"] <= 100.0
-    assert evaluate.format_report(report).splitlines()[0].startswith(
-        f"{moved.config.method.name} on {os.path.abspath(root)} ({len(paths)} images)")
+    assert (
+        evaluate.format_report(report)
+        .splitlines()[0]
+        .startswith(f"{moved.config.method.name} on {os.path.abspath(root)} ({len(paths)} images)")
+    )
 
     pngs = explain.explain_files(moved, paths[:2], str(tmp_path / "explain"))
     assert len(pngs) == 2 and all(os.path.getsize(p) > 0 for p in pngs)
@@ -85,8 +89,14 @@ def test_model_card_describes_the_run(trained_run):
 def _main(*args) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, "-m", "fgvc_jax.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fgvc_jax.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_mode_eval_needs_no_config_and_keeps_eval_json(trained_run, tmp_path):

@@ -1,4 +1,5 @@
 """evaluate / predict / explain on a model trained once per session (conftest.trained_run)."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ def model(trained_run):
 def _cli(tool: str, *args) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, "-m", f"fgvc_jax.{tool}", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", f"fgvc_jax.{tool}", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_evaluate_matches_the_trainers_final_eval(model, trained_run, tmp_path):
@@ -40,8 +47,7 @@ def test_evaluate_matches_the_trainers_final_eval(model, trained_run, tmp_path):
     # Per-class accuracy, confusions and the written files agree with the headline number.
     cm = np.array(report["confusion_matrix"])
     assert cm.sum() == report["count"]
-    assert 100.0 * np.trace(cm) / cm.sum() == pytest.approx(
-        report["single_view"]["top1/combined"])
+    assert 100.0 * np.trace(cm) / cm.sum() == pytest.approx(report["single_view"]["top1/combined"])
     assert sum(c["count"] for c in report["per_class"]) == report["count"]
     for pair in report["most_confused"]:
         t = model.class_names.index(pair["true"])
@@ -54,14 +60,16 @@ def test_evaluate_matches_the_trainers_final_eval(model, trained_run, tmp_path):
 
 
 def test_flip_tta_is_the_mean_of_both_views(model):
-    images = np.stack([np.asarray(Image.open(p).convert("RGB"))
-                       for p, _, _ in model_rows(model)[:8]])
+    images = np.stack(
+        [np.asarray(Image.open(p).convert("RGB")) for p, _, _ in model_rows(model)[:8]]
+    )
     single = predict.predict_arrays(model, images)
     flipped = predict.predict_arrays(model, images[:, :, ::-1])
     batch = {"image": images, "label": np.zeros(8, np.int32), "mask": np.ones(8, bool)}
     tops = evaluate.collect(model, [batch], flip=True)
-    np.testing.assert_array_equal(tops["flip/combined"][:, 0],
-                                  np.argmax((single + flipped) / 2, -1))
+    np.testing.assert_array_equal(
+        tops["flip/combined"][:, 0], np.argmax((single + flipped) / 2, -1)
+    )
     np.testing.assert_array_equal(tops["single/combined"][:, 0], np.argmax(single, -1))
 
 
@@ -95,8 +103,9 @@ def test_cli_evaluate_predict_explain_from_workdir(trained_run, tmp_path):
     rows = trained_run.index["train"]
     r = _cli("predict", "--workdir", trained_run.workdir, "--top_k=2", rows[0][0], rows[1][0])
     assert r.returncode == 0, r.stderr[-2000:]
-    lines = [line for line in r.stdout.splitlines() if line.split(": ")[0] in
-             (rows[0][0], rows[1][0])]
+    lines = [
+        line for line in r.stdout.splitlines() if line.split(": ")[0] in (rows[0][0], rows[1][0])
+    ]
     assert len(lines) == 2 and lines[0].startswith(rows[0][0] + ": ")
     assert lines[0].split(": ")[1].count(",") == 1  # --top_k=2
 
@@ -105,8 +114,15 @@ def test_cli_evaluate_predict_explain_from_workdir(trained_run, tmp_path):
     r = _cli("predict", "--workdir", trained_run.workdir, str(bad))
     assert r.returncode == 2 and "bad.png" in r.stderr and "Traceback" not in r.stderr
 
-    r = _cli("explain", "--workdir", trained_run.workdir, "--out", str(tmp_path / "maps"),
-             rows[0][0], rows[1][0])
+    r = _cli(
+        "explain",
+        "--workdir",
+        trained_run.workdir,
+        "--out",
+        str(tmp_path / "maps"),
+        rows[0][0],
+        rows[1][0],
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     pngs = r.stdout.split()
     assert len(pngs) == 2 and all(p.startswith(str(tmp_path / "maps")) for p in pngs)
@@ -119,7 +135,8 @@ def test_cli_evaluate_predict_explain_from_workdir(trained_run, tmp_path):
     with open(tmp_path / "eval" / evaluate.REPORT_FILE) as f:
         report = json.load(f)
     assert report["single_view"]["top1/combined"] == pytest.approx(
-        trained_run.final_eval["metrics"]["top1/combined"])
+        trained_run.final_eval["metrics"]["top1/combined"]
+    )
 
 
 def test_heat_maps_peak_on_the_class_defining_marks(model, trained_run):
@@ -134,7 +151,7 @@ def test_heat_maps_peak_on_the_class_defining_marks(model, trained_run):
     inside = np.zeros(images.shape[:3], bool)
     for mask, (_, _, boxes) in zip(inside, rows):
         for x0, y0, x1, y1 in boxes:
-            mask[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = True
+            mask[max(y0 - 1, 0) : y1 + 1, max(x0 - 1, 0) : x1 + 1] = True
     chance = inside.mean()
     for title, m in maps.items():
         peaks = m.reshape(len(m), -1).argmax(1)

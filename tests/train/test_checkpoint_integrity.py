@@ -2,6 +2,7 @@
 verified at restore; every kind of damage moves the checkpoint aside and the newest good one
 is used; a checkpoint of another model is one line naming the array, both shapes and both
 methods; the tools skip a damaged checkpoint without moving it."""
+
 import json
 import logging as py_logging
 import os
@@ -16,10 +17,14 @@ from tests import fault_injection
 
 
 def _state(step, width=4):
-    return {"step": jnp.int32(step),
-            "params": {"head": {"kernel": jnp.arange(width * 300.0).reshape(width, 300) + step},
-                       "bn": {"scale": jnp.ones(7) * step}},
-            "opt_state": {"mu": jnp.full((width, 300), float(step))}}
+    return {
+        "step": jnp.int32(step),
+        "params": {
+            "head": {"kernel": jnp.arange(width * 300.0).reshape(width, 300) + step},
+            "bn": {"scale": jnp.ones(7) * step},
+        },
+        "opt_state": {"mu": jnp.full((width, 300), float(step))},
+    }
 
 
 def _saved(root, steps=(1, 2, 3)):
@@ -47,8 +52,9 @@ def test_damaged_latest_checkpoint_is_moved_aside_and_the_previous_used(tmp_path
         state, step = ck.restore(jax.eval_shape(lambda: _state(0)), "latest")
     ck.close()
     assert step == 2
-    np.testing.assert_array_equal(state["params"]["head"]["kernel"],
-                                  np.asarray(_state(2)["params"]["head"]["kernel"]))
+    np.testing.assert_array_equal(
+        state["params"]["head"]["kernel"], np.asarray(_state(2)["params"]["head"]["kernel"])
+    )
     left = sorted(os.listdir(tmp_path / "checkpoints"))
     assert left[:2] == ["1", "2"] and len(left) == 3 and left[2].startswith("3.damaged-")
     message = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
@@ -69,8 +75,11 @@ def test_nothing_is_moved_when_no_checkpoint_reads(tmp_path):
     for s in (1, 2):
         fault_injection.corrupt(str(tmp_path / "checkpoints" / str(s)), "delete_metadata")
     ck = checkpoints.Checkpoints(str(tmp_path), keep=3)
-    with pytest.raises(checkpoints.CheckpointError, match=r"no checkpoint in .* can be read "
-                                                          r"\(nothing moved\): step 2: .*step 1"):
+    with pytest.raises(
+        checkpoints.CheckpointError,
+        match=r"no checkpoint in .* can be read "
+        r"\(nothing moved\): step 2: .*step 1",
+    ):
         ck.restore(jax.eval_shape(lambda: _state(0)), "latest")
     ck.close()
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
@@ -94,8 +103,10 @@ def test_checkpoint_of_another_model_names_array_shapes_and_methods(tmp_path):
     ck.close()
     message = str(e.value)
     assert "\n" not in message and len(message) < 400
-    assert ("holds another model (written by method 'swinfc'; this run is 'ma_ea'): "
-            "opt_state/mu is (4, 300) in the checkpoint, (6, 300) in this run.") in message
+    assert (
+        "holds another model (written by method 'swinfc'; this run is 'ma_ea'): "
+        "opt_state/mu is (4, 300) in the checkpoint, (6, 300) in this run."
+    ) in message
     assert os.listdir(tmp_path / "checkpoints") == ["1"]  # a mismatch is not damage
 
 
@@ -104,10 +115,17 @@ def test_tools_skip_a_damaged_checkpoint_without_moving_it(tmp_path):
     folder = str(tmp_path / "checkpoints" / "2")
     fault_injection.corrupt(folder, "byte")
     target = {"params": jax.eval_shape(lambda: _state(0)["params"])}
-    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(
-        s.shape, s.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])), target)
-    with pytest.raises(checkpoints.Damaged, match=r"checkpoint .*/checkpoints/2 is damaged: "
-                                                  r"the params read differ"):
+    target = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(
+            s.shape, s.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        ),
+        target,
+    )
+    with pytest.raises(
+        checkpoints.Damaged,
+        match=r"checkpoint .*/checkpoints/2 is damaged: "
+        r"the params read differ",
+    ):
         checkpoints.read_variables(folder, target)
     ck = checkpoints.Checkpoints(str(tmp_path), keep=3)
     assert [s for _, s in ck.candidates("latest")] == [2, 1]

@@ -1,24 +1,35 @@
 """fgvc_jax.run.checkpoints: pretrained backbone merge with a dont-load regex, strict shape checks, and
 the periodic/best managers."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgvc_jax.run import checkpoints
 from fgvc_jax.methods import merge_backbone
+from fgvc_jax.run import checkpoints
 
 
 def _variables():
-    return {"params": {"backbone": {"conv": {"kernel": jnp.zeros((3, 3, 3, 4))},
-                                    "head": {"kernel": jnp.zeros((4, 1000))}},
-                       "new": {"kernel": jnp.zeros((4, 5))}},
-            "batch_stats": {"backbone": {"bn": {"mean": jnp.zeros((4,))}}}}
+    return {
+        "params": {
+            "backbone": {
+                "conv": {"kernel": jnp.zeros((3, 3, 3, 4))},
+                "head": {"kernel": jnp.zeros((4, 1000))},
+            },
+            "new": {"kernel": jnp.zeros((4, 5))},
+        },
+        "batch_stats": {"backbone": {"bn": {"mean": jnp.zeros((4,))}}},
+    }
 
 
 def _pretrained(head_shape=(4, 1000)):
-    return {"params": {"conv": {"kernel": np.full((3, 3, 3, 4), 2.0, np.float32)},
-                       "head": {"kernel": np.full(head_shape, 3.0, np.float32)}},
-            "batch_stats": {"bn": {"mean": np.full((4,), 4.0, np.float32)}}}
+    return {
+        "params": {
+            "conv": {"kernel": np.full((3, 3, 3, 4), 2.0, np.float32)},
+            "head": {"kernel": np.full(head_shape, 3.0, np.float32)},
+        },
+        "batch_stats": {"bn": {"mean": np.full((4,), 4.0, np.float32)}},
+    }
 
 
 def test_merge_fills_the_backbone_and_keeps_new_layers():
@@ -30,8 +41,11 @@ def test_merge_fills_the_backbone_and_keeps_new_layers():
 
 
 def test_dont_load_skips_the_head_and_shape_mismatch_is_named():
-    with pytest.raises(ValueError, match=r"params/backbone/head/kernel: converted shape "
-                                         r"\(4, 10\), method shape \(4, 1000\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"params/backbone/head/kernel: converted shape "
+        r"\(4, 10\), method shape \(4, 1000\)",
+    ):
         merge_backbone(_variables(), _pretrained((4, 10)))
     merged = merge_backbone(_variables(), _pretrained((4, 10)), dont_load=r"^backbone/head/")
     assert np.all(merged["params"]["backbone"]["head"]["kernel"] == 0.0)
@@ -42,8 +56,11 @@ def test_unknown_source_array_and_unfilled_target_are_errors():
     src = _pretrained()
     src["params"]["extra"] = {"w": np.zeros(3, np.float32)}
     del src["params"]["conv"]
-    with pytest.raises(ValueError, match=r"(?s)params/backbone/conv/kernel: missing.*"
-                                         r"params/backbone/extra/w: not in the method's backbone"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)params/backbone/conv/kernel: missing.*"
+        r"params/backbone/extra/w: not in the method's backbone",
+    ):
         merge_backbone(_variables(), src)
 
 

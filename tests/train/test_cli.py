@@ -1,6 +1,7 @@
 """The real CLI: every method's synthetic config trains (loss decreasing) and writes
 eval.json; user mistakes end in one clear message; a NaN loss stops the run naming the step
 and keeps the last good checkpoint."""
+
 import json
 import os
 
@@ -16,8 +17,15 @@ def data_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("method", cli.METHODS)
 def test_synthetic_config_trains_through_cli(method, tmp_path, data_dir):
-    out = cli.run(cli.tiny_args(method, tmp_path / "w", data_dir, "--config.train.num_steps=6",
-                                "--config.optim.warmup_steps=3"))
+    out = cli.run(
+        cli.tiny_args(
+            method,
+            tmp_path / "w",
+            data_dir,
+            "--config.train.num_steps=6",
+            "--config.optim.warmup_steps=3",
+        )
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     loss = cli.losses(out.stdout)
     assert sorted(loss) == [1, 2, 3, 4, 5, 6], out.stderr[-3000:]
@@ -29,18 +37,29 @@ def test_synthetic_config_trains_through_cli(method, tmp_path, data_dir):
     assert os.path.isdir(tmp_path / "w" / "checkpoints" / "6")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--config", "configs/nope.py:synthetic"], "unknown method config 'configs/nope.py'; valid: "
-     "configs/attention_cnn.py, configs/baseline_resnet.py, configs/baseline_swin.py, "
-     "configs/cra_smra.py, configs/ma_ea.py, configs/swinfc.py"),
-    (["--config=configs/swinfc.py:birds"], "unknown dataset 'birds'; valid: synthetic, cub"),
-    (["--config", "configs/swinfc.py:synthetic", "--config.optim.lrr=1"],
-     "unknown config key 'config.optim.lrr': config.optim has no 'lrr'; valid: accumulate, b1"),
-    (["--config", "configs/swinfc.py:synthetic", "--config.optim.lr.head=1"],
-     "config.optim.lr has no 'head'; valid: backbone, new"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--config", "configs/nope.py:synthetic"],
+            "unknown method config 'configs/nope.py'; valid: "
+            "configs/attention_cnn.py, configs/baseline_resnet.py, configs/baseline_swin.py, "
+            "configs/cra_smra.py, configs/ma_ea.py, configs/swinfc.py",
+        ),
+        (["--config=configs/swinfc.py:birds"], "unknown dataset 'birds'; valid: synthetic, cub"),
+        (
+            ["--config", "configs/swinfc.py:synthetic", "--config.optim.lrr=1"],
+            "unknown config key 'config.optim.lrr': config.optim has no 'lrr'; valid: accumulate, b1",
+        ),
+        (
+            ["--config", "configs/swinfc.py:synthetic", "--config.optim.lr.head=1"],
+            "config.optim.lr has no 'head'; valid: backbone, new",
+        ),
+    ],
+)
 def test_user_mistakes_give_one_clear_message(argv, message, capsys, monkeypatch):
     from fgvc_jax import main
+
     monkeypatch.chdir(cli.ROOT)
     with pytest.raises(SystemExit) as e:
         main.check_command_line(["--workdir", "w", *argv])
@@ -49,14 +68,22 @@ def test_user_mistakes_give_one_clear_message(argv, message, capsys, monkeypatch
 
 
 def test_unknown_method_name_and_dataset_through_cli(tmp_path):
-    from fgvc_jax.loop import state
     from configs import swinfc
+    from fgvc_jax.loop import state
+
     config = swinfc.get_config("synthetic")
     config.method.name = "resnet"
     with pytest.raises(ValueError, match="unknown method 'resnet'; valid methods: attention_cnn"):
         state.create_method(config, 10)
-    args = [cli.sys.executable, "-m", "fgvc_jax.main", "--workdir", str(tmp_path),
-            "--config", "configs/ma_ea.py:birds"]
+    args = [
+        cli.sys.executable,
+        "-m",
+        "fgvc_jax.main",
+        "--workdir",
+        str(tmp_path),
+        "--config",
+        "configs/ma_ea.py:birds",
+    ]
     out = cli.run(args, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert "error: configs/ma_ea.py: unknown dataset 'birds'; valid: synthetic, cub" in out.stderr
@@ -64,10 +91,20 @@ def test_unknown_method_name_and_dataset_through_cli(tmp_path):
 
 def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoint(tmp_path, data_dir):
     # SGD with lr 1e9 diverges within a few steps; every step is checkpointed.
-    out = cli.run(cli.tiny_args("swinfc", tmp_path / "w", data_dir, "--config.train.num_steps=30",
-                                "--config.optim.name=sgd", "--config.optim.lr.backbone=1e9",
-                                "--config.optim.lr.new=1e9", "--config.optim.clip_norm=0",
-                                "--config.optim.warmup_steps=0", "--config.train.checkpoint_every=1"))
+    out = cli.run(
+        cli.tiny_args(
+            "swinfc",
+            tmp_path / "w",
+            data_dir,
+            "--config.train.num_steps=30",
+            "--config.optim.name=sgd",
+            "--config.optim.lr.backbone=1e9",
+            "--config.optim.lr.new=1e9",
+            "--config.optim.clip_norm=0",
+            "--config.optim.warmup_steps=0",
+            "--config.train.checkpoint_every=1",
+        )
+    )
     assert out.returncode == 2, out.stderr[-3000:]
     msg = [line for line in out.stderr.splitlines() if line.startswith("error: Loss is")]
     assert msg, out.stderr[-3000:]

@@ -1,5 +1,6 @@
 """Configs: the same-recipe baseline of CRA-SMRA, SwinFC's recipe choices, and configs that
 import without any sys.path entry."""
+
 import importlib
 import subprocess
 import sys
@@ -34,10 +35,18 @@ def test_swinfc_recipe_choices():
 
 def test_configs_import_from_anywhere(tmp_path):
     """A config file is loaded by path from another working directory (no sys.path edit)."""
-    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('c', "
-            f"'{cli.ROOT}/configs/baseline_swin.py'); m = importlib.util.module_from_spec(spec);"
-            " spec.loader.exec_module(m); print(m.get_config('cub').train.num_steps)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli.env(),
-                         capture_output=True, text=True, timeout=120)
+    code = (
+        "import importlib.util, sys; spec = importlib.util.spec_from_file_location('c', "
+        f"'{cli.ROOT}/configs/baseline_swin.py'); m = importlib.util.module_from_spec(spec);"
+        " spec.loader.exec_module(m); print(m.get_config('cub').train.num_steps)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=cli.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("15000")

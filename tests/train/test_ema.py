@@ -1,11 +1,14 @@
 """The EMA of the weights (`train.ema_decay`) is the analytic update, kept in the train state,
 and restored as the tools' weights."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fgvc_jax.loop import optim, state as state_lib, step as step_lib
+from fgvc_jax.loop import optim
+from fgvc_jax.loop import state as state_lib
+from fgvc_jax.loop import step as step_lib
 from fgvc_jax.runtime import parallel
 from tests.train.tiny import TinyMethod, method_config
 
@@ -13,12 +16,26 @@ DECAY = 0.9
 
 
 def _config():
-    return ml_collections.ConfigDict(dict(
-        seed=1, train=dict(dtype="float32", ema_decay=DECAY),
-        optim=dict(name="sgd", momentum=0.9, nesterov=False, weight_decay=0.0, wd_mask=".*",
-                   lr={"backbone": 0.1, "heads": 0.1, "new": 0.1}, schedule="constant",
-                   end_factor=0.0, warmup_steps=0, warmup_epochs=0.0, clip_norm=0.0,
-                   accumulate=1)))
+    return ml_collections.ConfigDict(
+        dict(
+            seed=1,
+            train=dict(dtype="float32", ema_decay=DECAY),
+            optim=dict(
+                name="sgd",
+                momentum=0.9,
+                nesterov=False,
+                weight_decay=0.0,
+                wd_mask=".*",
+                lr={"backbone": 0.1, "heads": 0.1, "new": 0.1},
+                schedule="constant",
+                end_factor=0.0,
+                warmup_steps=0,
+                warmup_epochs=0.0,
+                clip_norm=0.0,
+                accumulate=1,
+            ),
+        )
+    )
 
 
 def _setup():
@@ -26,8 +43,9 @@ def _setup():
     cfg, mesh = _config(), parallel.make_mesh(jax.devices()[:1])
     method = TinyMethod(method_config(dropout=0.0), 5)
     variables = state_lib.init_variables(method, (16, 16, 3), 0, jnp.float32)
-    tx = optim.create_optimizer(cfg.optim, variables["params"], method.param_groups(),
-                                total_steps=10, steps_per_epoch=10)
+    tx = optim.create_optimizer(
+        cfg.optim, variables["params"], method.param_groups(), total_steps=10, steps_per_epoch=10
+    )
     return cfg, mesh, method, tx, state_lib.create_train_state(tx, variables, mesh, ema=True)
 
 
@@ -35,12 +53,15 @@ def test_ema_is_the_analytic_update():
     cfg, mesh, method, tx, state = _setup()
     step = step_lib.make_train_step(method, tx, cfg, mesh)
     want = jax.device_get(state.params)
-    np.testing.assert_array_equal(jax.device_get(state.ema_params)["head"]["kernel"],
-                                  want["head"]["kernel"])  # starts at the weights
+    np.testing.assert_array_equal(
+        jax.device_get(state.ema_params)["head"]["kernel"], want["head"]["kernel"]
+    )  # starts at the weights
     r = np.random.default_rng(0)
     for _ in range(3):
-        batch = {"image": r.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
-                 "label": r.integers(0, 5, (4,), dtype=np.int32)}
+        batch = {
+            "image": r.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
+            "label": r.integers(0, 5, (4,), dtype=np.int32),
+        }
         state, _ = step(state, parallel.host_to_global(batch, mesh))
         p = jax.device_get(state.params)
         want = jax.tree.map(lambda e, q: DECAY * e + (1 - DECAY) * q, want, p)
@@ -62,10 +83,11 @@ def test_tools_restore_the_ema_weights(tmp_path):
         mgr.wait_until_finished()
     shapes = state_lib.variable_shapes(method, (16, 16, 3), 0, jnp.float32)
     raw = state_lib.restore_variables(str(tmp_path / "checkpoints" / "3"), shapes, mesh)
-    ema = state_lib.restore_variables(str(tmp_path / "checkpoints" / "3"), shapes, mesh,
-                                      ema=True)
-    np.testing.assert_array_equal(raw["params"]["head"]["kernel"],
-                                  jax.device_get(state.params)["head"]["kernel"])
-    np.testing.assert_array_equal(ema["params"]["head"]["kernel"],
-                                  jax.device_get(state.ema_params)["head"]["kernel"])
+    ema = state_lib.restore_variables(str(tmp_path / "checkpoints" / "3"), shapes, mesh, ema=True)
+    np.testing.assert_array_equal(
+        raw["params"]["head"]["kernel"], jax.device_get(state.params)["head"]["kernel"]
+    )
+    np.testing.assert_array_equal(
+        ema["params"]["head"]["kernel"], jax.device_get(state.ema_params)["head"]["kernel"]
+    )
     assert "ema_params" not in ema

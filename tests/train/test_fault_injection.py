@@ -2,6 +2,7 @@
 it): a damaged latest checkpoint, two trainers, a SIGKILL during a checkpoint write, a changed
 config on resume, a checkpoint of another method, unusable workdirs and a corrupt
 config.json: each ends as documented, in one line where it is the user's to fix."""
+
 import json
 import os
 import shutil
@@ -54,8 +55,10 @@ def test_changed_config_stops_listing_keys_and_flag_extends_the_schedule(runs):
 
     out = runs.run(w, f"--config.train.num_steps={fi.STEPS + 4}", "--allow_config_change")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"train.num_steps {fi.STEPS!r} -> {fi.STEPS + 4!r}: the learning-rate schedule is " \
-           "rebuilt" in out.stderr
+    assert (
+        f"train.num_steps {fi.STEPS!r} -> {fi.STEPS + 4!r}: the learning-rate schedule is "
+        "rebuilt" in out.stderr
+    )
     assert json.loads(open(os.path.join(w, "eval.json")).read())["step"] == fi.STEPS + 4
     assert fi.steps(w)[-1] == fi.STEPS + 4
     first = json.loads(open(os.path.join(w, "config.json")).read())
@@ -64,15 +67,22 @@ def test_changed_config_stops_listing_keys_and_flag_extends_the_schedule(runs):
     assert second["changed"] == ["train.num_steps"]
 
     out = runs.run(w, "--config.train.num_steps=8", "--allow_config_change")
-    _one_line(out, f"resumes at step {fi.STEPS + 4}, past the new length of 8 steps: nothing "
-                   "to train")
+    _one_line(
+        out, f"resumes at step {fi.STEPS + 4}, past the new length of 8 steps: nothing to train"
+    )
 
 
 def test_checkpoint_of_another_method_is_one_line_naming_both(runs):
-    out = cli.run(cli.tiny_args("swinfc", runs.reference(), runs.data_dir, "--mode", "eval",
-                                "--checkpoint", "latest"), **runs.env)
-    line = _one_line(out, "holds another model (written by method 'baseline_resnet'; this run "
-                          "is 'swinfc'): params/")
+    out = cli.run(
+        cli.tiny_args(
+            "swinfc", runs.reference(), runs.data_dir, "--mode", "eval", "--checkpoint", "latest"
+        ),
+        **runs.env,
+    )
+    line = _one_line(
+        out,
+        "holds another model (written by method 'baseline_resnet'; this run is 'swinfc'): params/",
+    )
     assert " in the checkpoint, " in line and line.endswith(" in this run.")
     assert len(line) < 600
 
@@ -87,5 +97,5 @@ def test_unusable_workdir_and_corrupt_config_json_are_one_line(runs, tmp_path):
     shutil.copytree(runs.reference(), w)
     shutil.rmtree(w / "config_history")
     text = (w / "config.json").read_text()
-    (w / "config.json").write_text(text[:len(text) // 2])
+    (w / "config.json").write_text(text[: len(text) // 2])
     _one_line(runs.run(w), f"error: {w}/config.json is corrupt (")

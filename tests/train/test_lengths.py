@@ -1,5 +1,6 @@
 """Run lengths in steps come from the split actually trained on (FGVC-Aircraft trains on
 'trainval', twice its 'train' split)."""
+
 import importlib
 
 import ml_collections
@@ -17,9 +18,12 @@ def test_aircraft_epochs_count_the_trainval_split(monkeypatch):
     config.data.val_fraction = 0.0
     config.train.num_epochs, config.train.eval_every_epochs = 100.0, 5.0
     config.optim.warmup_epochs = 2.0
-    info = data.DatasetInfo(name="fgvc_aircraft", num_classes=100,
-                            class_names=[str(i) for i in range(100)],
-                            num_examples=AIRCRAFT)
+    info = data.DatasetInfo(
+        name="fgvc_aircraft",
+        num_classes=100,
+        class_names=[str(i) for i in range(100)],
+        num_examples=AIRCRAFT,
+    )
     monkeypatch.setattr(data, "prepare", lambda config: info)
     run = Experiment(config)
     per_epoch = 6667 // config.train.batch_size  # 416 at batch 16
@@ -36,8 +40,9 @@ def test_aircraft_epochs_count_the_trainval_split(monkeypatch):
 
 
 def test_steps_override_epochs():
-    section = ml_collections.ConfigDict(dict(num_steps=0, num_epochs=2.5, eval_every_steps=7,
-                                             eval_every_epochs=1.0))
+    section = ml_collections.ConfigDict(
+        dict(num_steps=0, num_epochs=2.5, eval_every_steps=7, eval_every_epochs=1.0)
+    )
     assert lengths.steps("num", section, 10, round_up=True) == 25
     assert lengths.steps("eval_every", section, 10) == 7
     assert lengths.steps("warmup", section, 10) == 0

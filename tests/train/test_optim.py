@@ -1,5 +1,6 @@
 """fgvc_jax.loop.optim: per-group learning rates, schedules, weight-decay masks, clipping,
 momentum semantics and gradient accumulation."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -15,15 +16,30 @@ GROUPS = {"backbone": r"^backbone/", "new": r".*"}
 def _params():
     r = np.random.default_rng(0)
     f = lambda *s: jnp.asarray(r.normal(size=s), jnp.float32)
-    return {"backbone": {"conv": {"kernel": f(3, 3, 2, 4), "bias": f(4)}},
-            "head": {"kernel": f(4, 3), "bias": f(3)}}
+    return {
+        "backbone": {"conv": {"kernel": f(3, 3, 2, 4), "bias": f(4)}},
+        "head": {"kernel": f(4, 3), "bias": f(3)},
+    }
 
 
 def _config(**kw):
-    c = dict(name="sgd", momentum=0.0, nesterov=False, weight_decay=0.0, wd_mask=".*",
-             lr={"backbone": 0.01, "new": 0.5}, schedule="constant", end_factor=0.0,
-             warmup_steps=0, warmup_epochs=0.0, clip_norm=0.0, accumulate=1,
-             b1=0.9, b2=0.999, eps=1e-8)
+    c = dict(
+        name="sgd",
+        momentum=0.0,
+        nesterov=False,
+        weight_decay=0.0,
+        wd_mask=".*",
+        lr={"backbone": 0.01, "new": 0.5},
+        schedule="constant",
+        end_factor=0.0,
+        warmup_steps=0,
+        warmup_epochs=0.0,
+        clip_norm=0.0,
+        accumulate=1,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+    )
     c.update(kw)
     return ml_collections.ConfigDict(c)
 
@@ -48,8 +64,9 @@ def test_each_group_updates_with_its_own_rate():
     lrs = {k: float(v) for k, v in optim.learning_rates(state).items()}
     assert lrs == pytest.approx({"backbone": 0.01, "new": 0.5})
     labels = optim.group_labels(params, GROUPS)
-    for u, g, label in zip(jax.tree.leaves(updates), jax.tree.leaves(grads),
-                           jax.tree.leaves(labels)):
+    for u, g, label in zip(
+        jax.tree.leaves(updates), jax.tree.leaves(grads), jax.tree.leaves(labels)
+    ):
         np.testing.assert_allclose(u, -lrs[label] * g, rtol=1e-6)
 
 
@@ -103,8 +120,9 @@ def test_weight_decay_only_where_mask_matches():
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_momentum_matches_pytorch_rule(nesterov):
     params = {"w": jnp.asarray([1.0, -2.0, 3.0])}
-    cfg = _config(momentum=0.9, nesterov=nesterov, weight_decay=0.01,
-                  lr={"new": 0.1}, schedule="constant")
+    cfg = _config(
+        momentum=0.9, nesterov=nesterov, weight_decay=0.01, lr={"new": 0.1}, schedule="constant"
+    )
     tx = optim.create_optimizer(cfg, params, {"new": ".*"}, total_steps=10, steps_per_epoch=5)
     state = tx.init(params)
     p, buf = np.asarray(params["w"], np.float64), np.zeros(3)
@@ -131,30 +149,36 @@ def test_global_norm_clipping():
 
 def test_missing_group_rate_is_a_clear_error():
     with pytest.raises(ValueError, match=r"no learning rate for parameter group\(s\) \['new'\]"):
-        optim.create_optimizer(_config(lr={"backbone": 0.1}), _params(), GROUPS,
-                               total_steps=10, steps_per_epoch=5)
+        optim.create_optimizer(
+            _config(lr={"backbone": 0.1}), _params(), GROUPS, total_steps=10, steps_per_epoch=5
+        )
     with pytest.raises(ValueError, match="valid: sgd, adamw"):
-        optim.create_optimizer(_config(name="adam"), _params(), GROUPS,
-                               total_steps=10, steps_per_epoch=5)
+        optim.create_optimizer(
+            _config(name="adam"), _params(), GROUPS, total_steps=10, steps_per_epoch=5
+        )
 
 
 def test_accumulated_gradient_equals_full_batch_gradient():
     r = np.random.default_rng(0)
     w = jnp.asarray(r.normal(size=(5, 3)), jnp.float32)
-    batch = {"x": jnp.asarray(r.normal(size=(12, 5)), jnp.float32),
-             "y": jnp.asarray(r.integers(0, 3, 12), jnp.int32)}
+    batch = {
+        "x": jnp.asarray(r.normal(size=(12, 5)), jnp.float32),
+        "y": jnp.asarray(r.integers(0, 3, 12), jnp.int32),
+    }
 
     def loss(w, b):
         return optax.softmax_cross_entropy_with_integer_labels(b["x"] @ w, b["y"]).mean()
 
     def grad_fn(w, carry, b, index):
-        (l, aux), g = jax.value_and_grad(lambda w: (loss(w, b), {"n": index * 1.0}),
-                                         has_aux=True)(w)
+        (l, aux), g = jax.value_and_grad(lambda w: (loss(w, b), {"n": index * 1.0}), has_aux=True)(
+            w
+        )
         return (l, (aux, carry + 1)), g
 
     full_l, full_g = jax.value_and_grad(loss)(w, batch)
     (l, aux), carry, g = jax.jit(
-        lambda w, b: optim.accumulate_gradients(grad_fn, w, jnp.int32(0), b, 4))(w, batch)
+        lambda w, b: optim.accumulate_gradients(grad_fn, w, jnp.int32(0), b, 4)
+    )(w, batch)
     np.testing.assert_allclose(g, full_g, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(l, full_l, rtol=1e-6)
     assert int(carry) == 4 and float(aux["n"]) == pytest.approx((0 + 1 + 2 + 3) / 4)

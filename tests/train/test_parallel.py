@@ -1,5 +1,6 @@
 """Data parallelism: 1 device vs 8 forced CPU devices give the same step (loss, parameters,
 BatchNorm statistics over the global batch); environment-driven jax.distributed start-up."""
+
 import json
 import os
 import subprocess
@@ -13,10 +14,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_one_device_and_eight_devices_agree():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-m", "tests.train._dp_equivalence"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        PYTHONPATH=ROOT,
+        JAX_PLATFORMS="cpu",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.train._dp_equivalence"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     for accumulate, r in result.items():
@@ -27,8 +38,12 @@ def test_one_device_and_eight_devices_agree():
 
 
 def test_single_process_is_a_no_op(monkeypatch):
-    for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
-              "TPU_WORKER_HOSTNAMES"):
+    for k in (
+        "JAX_COORDINATOR_ADDRESS",
+        "SLURM_NTASKS",
+        "OMPI_COMM_WORLD_SIZE",
+        "TPU_WORKER_HOSTNAMES",
+    ):
         monkeypatch.delenv(k, raising=False)
     assert parallel._is_multi_process_env() is None
     parallel.initialize_distributed()  # must not try to reach a coordinator

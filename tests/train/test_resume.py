@@ -1,6 +1,7 @@
 """Exact resume through the real CLI: a run killed with SIGKILL, resumed, pre-empted with
 SIGTERM (which must checkpoint the current step), and resumed again ends with parameters
 bitwise equal to an uninterrupted run of the same config."""
+
 import os
 import re
 import signal
@@ -23,8 +24,14 @@ def _steps(workdir):
 
 
 def _start(args, cache):
-    return subprocess.Popen(args, cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=cli.env(**cache))
+    return subprocess.Popen(
+        args,
+        cwd=cli.ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli.env(**cache),
+    )
 
 
 def _wait_for_checkpoint(proc, workdir, step, timeout=400):
@@ -39,19 +46,28 @@ def _wait_for_checkpoint(proc, workdir, step, timeout=400):
 
 
 def _params(workdir, step):
-    tree = ocp.StandardCheckpointer().restore(os.path.abspath(workdir / "checkpoints" / str(step) / "default"))
+    tree = ocp.StandardCheckpointer().restore(
+        os.path.abspath(workdir / "checkpoints" / str(step) / "default")
+    )
     return tree["params"], tree["batch_stats"], tree["opt_state"]
 
 
 def test_sigkill_and_sigterm_resume_is_bitwise_exact(tmp_path):
     data_dir = tmp_path / "tfds"
     # One compilation serves the four runs (same program); the results do not depend on it.
-    cache = dict(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    args = lambda w: cli.tiny_args("baseline_resnet", w, data_dir, f"--config.train.num_steps={STEPS}",
-                                   "--config.train.checkpoint_every=8",
-                                   "--config.method.label_smoothing=0.1")
+    cache = dict(
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
+    args = lambda w: cli.tiny_args(
+        "baseline_resnet",
+        w,
+        data_dir,
+        f"--config.train.num_steps={STEPS}",
+        "--config.train.checkpoint_every=8",
+        "--config.method.label_smoothing=0.1",
+    )
     a, b = tmp_path / "a", tmp_path / "b"
     out = cli.run(args(a), **cache)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -73,7 +89,7 @@ def test_sigkill_and_sigterm_resume_is_bitwise_exact(tmp_path):
     m = re.search(r"Pre-empted: checkpoint of step (\d+) saved", err)
     assert m, err[-3000:]
     term_step = int(m.group(1))
-    assert f"Resumed from" in err and max(_steps(b)) == term_step < STEPS
+    assert "Resumed from" in err and max(_steps(b)) == term_step < STEPS
 
     out = cli.run(args(b), **cache)
     assert out.returncode == 0, out.stderr[-3000:]

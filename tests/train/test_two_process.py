@@ -1,5 +1,6 @@
 """Two local processes (jax.distributed from the environment, gloo CPU collectives) train
 through the real CLI on a shared workdir and end with the same parameters."""
+
 import json
 import re
 import socket
@@ -16,13 +17,28 @@ def _free_port() -> int:
 
 def test_two_processes_train_and_agree(tmp_path):
     port = _free_port()
-    args = cli.tiny_args("baseline_resnet", tmp_path / "w", tmp_path / "tfds",
-                         "--config.train.num_steps=4", "--config.train.checkpoint_every=2")
-    procs = [subprocess.Popen(args, cwd=cli.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True,
-                              env=cli.env(JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                                          JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
-             for i in range(2)]
+    args = cli.tiny_args(
+        "baseline_resnet",
+        tmp_path / "w",
+        tmp_path / "tfds",
+        "--config.train.num_steps=4",
+        "--config.train.checkpoint_every=2",
+    )
+    procs = [
+        subprocess.Popen(
+            args,
+            cwd=cli.ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli.env(
+                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+            ),
+        )
+        for i in range(2)
+    ]
     errs, outs = [], []
     for p in procs:
         try:

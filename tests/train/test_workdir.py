@@ -2,6 +2,7 @@
 hosts never), the config record (first start kept, every start in config_history/, a changed
 config stops listing the keys unless accepted) and one-line errors for unusable workdirs and
 corrupt config files."""
+
 import errno
 import json
 import os
@@ -12,21 +13,31 @@ import sys
 import ml_collections
 import pytest
 
-from fgvc_jax.tools import trained
 from fgvc_jax.run import workdir
+from fgvc_jax.tools import trained
 
 
 def _config(**train):
-    return ml_collections.ConfigDict({
-        "seed": 0, "method": {"name": "swinfc"},
-        "data": {"name": "synthetic", "data_dir": "/a", "num_workers": 4},
-        "optim": {"lr": {"backbone": 1e-4, "new": 1e-3}},
-        "train": {"num_steps": 40, "batch_size": 8, "log_every": 10, **train}})
+    return ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "method": {"name": "swinfc"},
+            "data": {"name": "synthetic", "data_dir": "/a", "num_workers": 4},
+            "optim": {"lr": {"backbone": 1e-4, "new": 1e-3}},
+            "train": {"num_steps": 40, "batch_size": 8, "log_every": 10, **train},
+        }
+    )
 
 
 def _lock_record(path, **kw):
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "mode": "train",
-              "started": "2025-01-01 00:00:00", "token": "x", **kw}
+    record = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "mode": "train",
+        "started": "2025-01-01 00:00:00",
+        "token": "x",
+        **kw,
+    }
     (path / "run.lock").write_text(json.dumps(record))
 
 
@@ -37,8 +48,10 @@ def test_second_lock_fails_naming_the_holder_and_release_frees_it(tmp_path):
         with pytest.raises(workdir.WorkdirInUse) as e:
             with workdir.RunLock(str(tmp_path), "--mode eval"):
                 pass
-        assert (f"workdir {tmp_path} is in use by train (PID {os.getpid()} on host "
-                f"{socket.gethostname()}, since ") in str(e.value)
+        assert (
+            f"workdir {tmp_path} is in use by train (PID {os.getpid()} on host "
+            f"{socket.gethostname()}, since "
+        ) in str(e.value)
         assert "\n" not in str(e.value)
     assert not (tmp_path / "run.lock").exists()
     with workdir.RunLock(str(tmp_path), "--mode eval"):
@@ -46,8 +59,9 @@ def test_second_lock_fails_naming_the_holder_and_release_frees_it(tmp_path):
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path, capsys):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     _lock_record(tmp_path, pid=int(dead))
     with workdir.RunLock(str(tmp_path), "train"):
         assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
@@ -61,8 +75,11 @@ def test_lock_of_a_reused_pid_is_stale_but_another_hosts_is_not(tmp_path):
     with workdir.RunLock(str(tmp_path), "train"):
         pass
     _lock_record(tmp_path, host="elsewhere", pid=1)
-    with pytest.raises(workdir.WorkdirInUse, match=r"in use by train \(PID 1 on host elsewhere"
-                                                   r".*if that process is gone, delete .*run.lock"):
+    with pytest.raises(
+        workdir.WorkdirInUse,
+        match=r"in use by train \(PID 1 on host elsewhere"
+        r".*if that process is gone, delete .*run.lock",
+    ):
         with workdir.RunLock(str(tmp_path), "train"):
             pass
 
@@ -78,8 +95,9 @@ def test_unusable_workdirs_are_one_line(tmp_path, monkeypatch):
     f.write_text("x")
     with pytest.raises(workdir.WorkdirError, match=f"^workdir {f} is a file, not a folder"):
         workdir.create(str(f))
-    with pytest.raises(workdir.WorkdirError,
-                       match=f"^workdir {f}/run cannot be created: {f} is a file.$"):
+    with pytest.raises(
+        workdir.WorkdirError, match=f"^workdir {f}/run cannot be created: {f} is a file.$"
+    ):
         workdir.create(str(f / "run"))
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -89,9 +107,11 @@ def test_unusable_workdirs_are_one_line(tmp_path, monkeypatch):
         if str(path).startswith(str(ro)) and (a[:1] in (("w",), ("a",))):
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return real_open(path, *a, **kw)
+
     monkeypatch.setattr(workdir, "open", read_only, raising=False)
-    with pytest.raises(workdir.WorkdirError,
-                       match=f"^workdir {ro} is not writable: read-only file system"):
+    with pytest.raises(
+        workdir.WorkdirError, match=f"^workdir {ro} is not writable: read-only file system"
+    ):
         with workdir.RunLock(str(ro), "train"):
             pass
 
@@ -123,8 +143,9 @@ def test_config_record_first_start_kept_and_changes_listed(tmp_path):
     with pytest.raises(workdir.ConfigChanged) as e:
         workdir.record_start(w, changed, resuming=True)
     assert e.value.keys == ["optim.lr.new", "train.batch_size", "train.num_steps"]
-    assert ("changed: optim.lr.new 0.001 -> 0.1; train.batch_size 8 -> 16; "
-            "train.num_steps 40 -> 10. ") in str(e.value)
+    assert (
+        "changed: optim.lr.new 0.001 -> 0.1; train.batch_size 8 -> 16; train.num_steps 40 -> 10. "
+    ) in str(e.value)
     assert "--allow_config_change" in str(e.value) and "\n" not in str(e.value)
     accepted = workdir.record_start(w, changed, resuming=True, allow_change=True)
     assert sorted(accepted) == e.value.keys
@@ -152,6 +173,8 @@ def test_corrupt_config_json_is_one_line_naming_it(tmp_path):
 
 def test_resuming_past_the_new_end_stops(tmp_path):
     workdir.check_length(40, 40, str(tmp_path))  # a finished run evaluated again: fine
-    with pytest.raises(workdir.WorkdirError, match="resumes at step 24, past the new length "
-                                                   "of 10 steps: nothing to train"):
+    with pytest.raises(
+        workdir.WorkdirError,
+        match="resumes at step 24, past the new length of 10 steps: nothing to train",
+    ):
         workdir.check_length(24, 10, str(tmp_path))

@@ -1,5 +1,6 @@
 """A tiny test-local Method (conv + BatchNorm + dropout + two heads) for trainer tests that
 must not depend on any real method."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -43,8 +44,11 @@ class TinyMethod(Method):
 
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int):
         super().__init__(config, num_classes)
-        self._net = _Net(num_classes, dropout=config.get("dropout", 0.1),
-                         dtype=jnp.dtype(config.get("dtype", "float32")))
+        self._net = _Net(
+            num_classes,
+            dropout=config.get("dropout", 0.1),
+            dtype=jnp.dtype(config.get("dtype", "float32")),
+        )
 
     @property
     def network(self):
@@ -52,7 +56,8 @@ class TinyMethod(Method):
 
     def loss(self, outputs, labels):
         ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(
-            z.astype(jnp.float32), labels).mean()
+            z.astype(jnp.float32), labels
+        ).mean()
         terms = {"ce_main": ce(outputs.logits["main"]), "ce_aux": ce(outputs.logits["aux"])}
         return terms["ce_main"] + 0.5 * terms["ce_aux"], terms
 

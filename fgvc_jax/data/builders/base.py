@@ -9,6 +9,7 @@ orientation, if any, is applied when read), any other image as a lossless RGB PN
 rendering (orientation applied, deep modes scaled, transparency composited, CMYK converted).
 Names starting with '.' (hidden files and folders) are never read.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -31,11 +32,13 @@ _MAX_LISTED = 20
 
 def features() -> tfds.features.FeaturesDict:
     """The features of every project dataset: JPEG image, class label, source file name."""
-    return tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-        "label": tfds.features.ClassLabel(),  # names are set once the source is read
-        "filename": tfds.features.Text(),
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+            "label": tfds.features.ClassLabel(),  # names are set once the source is read
+            "filename": tfds.features.Text(),
+        }
+    )
 
 
 def listing(paths, limit: int = _MAX_LISTED) -> str:
@@ -72,8 +75,12 @@ def extract(archive: Path, dest: Path) -> Path:
     if isinstance(record, dict) and record.get("archive") == _signature(archive):
         return dest
     if record is not None or marker.exists():
-        logging.warning("%s changed since it was extracted (or its extraction did not finish); "
-                        "extracting it again into %s.", archive, dest)
+        logging.warning(
+            "%s changed since it was extracted (or its extraction did not finish); "
+            "extracting it again into %s.",
+            archive,
+            dest,
+        )
     marker.unlink(missing_ok=True)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / f".{archive.name}.partial"
@@ -83,8 +90,7 @@ def extract(archive: Path, dest: Path) -> Path:
             tar.extractall(tmp, filter="data")
     except (tarfile.TarError, OSError, EOFError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(
-            f"Cannot extract {archive}: {e}. Replace it with an intact copy.") from e
+        raise DataError(f"Cannot extract {archive}: {e}. Replace it with an intact copy.") from e
     entries = sorted(p.name for p in tmp.iterdir())
     old = record.get("entries", []) if isinstance(record, dict) else []
     for name in sorted(set(old) | set(entries)):
@@ -103,8 +109,9 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def find(manual_dir: Path, extract_dir: Path, folder: str,
-         archives: tuple[str, ...]) -> Path | None:
+def find(
+    manual_dir: Path, extract_dir: Path, folder: str, archives: tuple[str, ...]
+) -> Path | None:
     """`manual_dir/folder` if it is there, else `folder` inside the first archive found
     (extracted again if it changed), else what an earlier extraction left."""
     if (manual_dir / folder).is_dir():
@@ -114,8 +121,10 @@ def find(manual_dir: Path, extract_dir: Path, folder: str,
             extract(manual_dir / name, extract_dir)
             if (extract_dir / folder).is_dir():
                 return extract_dir / folder
-            raise DataError(f"{manual_dir / name} does not contain the folder {folder}/ expected "
-                            "in the official release.")
+            raise DataError(
+                f"{manual_dir / name} does not contain the folder {folder}/ expected "
+                "in the official release."
+            )
     if (extract_dir / folder).is_dir():
         return extract_dir / folder
     return None
@@ -142,19 +151,30 @@ def disagreement(what: str, problems: list[str]) -> None:
 def warn_unlisted(image_dir: Path, listed) -> None:
     """Warns about images in `image_dir` that no list file mentions."""
     listed = {Path(p).resolve() for p in listed}
-    extra = [p for p in sorted(image_dir.rglob("*"))
-             if p.suffix.lower() in images.IMAGE_EXTENSIONS and p.resolve() not in listed
-             and not any(part.startswith(".") for part in p.relative_to(image_dir).parts)]
+    extra = [
+        p
+        for p in sorted(image_dir.rglob("*"))
+        if p.suffix.lower() in images.IMAGE_EXTENSIONS
+        and p.resolve() not in listed
+        and not any(part.startswith(".") for part in p.relative_to(image_dir).parts)
+    ]
     if extra:
-        logging.warning("%d images in %s are in no list file and are left out:\n%s",
-                        len(extra), image_dir, listing(extra))
+        logging.warning(
+            "%d images in %s are in no list file and are left out:\n%s",
+            len(extra),
+            image_dir,
+            listing(extra),
+        )
 
 
 def class_folders(split_dir: Path) -> dict[str, list[Path]]:
     """{class folder name: sorted image paths} of a `<split>/<class>/*.jpg` folder (hidden
     folders and files left out)."""
-    return {d.name: [p for p in visible(d) if p.suffix.lower() in images.IMAGE_EXTENSIONS]
-            for d in visible(split_dir) if d.is_dir()}
+    return {
+        d.name: [p for p in visible(d) if p.suffix.lower() in images.IMAGE_EXTENSIONS]
+        for d in visible(split_dir)
+        if d.is_dir()
+    }
 
 
 def check_image(path: Path) -> str | None:
@@ -179,7 +199,7 @@ def stored_bytes(path: Path, crop_bottom: int = 0) -> bytes:
     if plain_jpeg and not crop_bottom:
         return data
     seen = images.decode(data, name=str(path))
-    seen = seen[:seen.shape[0] - crop_bottom] if crop_bottom else seen
+    seen = seen[: seen.shape[0] - crop_bottom] if crop_bottom else seen
     out = io.BytesIO()
     if plain_jpeg:
         Image.fromarray(seen).save(out, format="JPEG", quality=95)
@@ -194,21 +214,25 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
         "1.1.0": "Images as seen: EXIF orientation, 16-bit scaling, transparency on white, "
-                 "CMYK/palette converted; non-JPEG or non-RGB images stored as lossless PNG; "
-                 "hidden files and folders ignored.",
+        "CMYK/palette converted; non-JPEG or non-RGB images stored as lossless PNG; "
+        "hidden files and folders ignored.",
     }
     CROP_BOTTOM = 0  # pixels cut from the bottom of every image (FGVC-Aircraft's banner)
 
-    def __init__(self, *, source: str | os.PathLike | None = None, skip_corrupt: bool = False,
-                 **kwargs):
+    def __init__(
+        self, *, source: str | os.PathLike | None = None, skip_corrupt: bool = False, **kwargs
+    ):
         self._source = Path(source) if source is not None else None
         self._skip_corrupt = skip_corrupt
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(builder=self, features=features(),
-                                     supervised_keys=("image", "label"),
-                                     metadata=tfds.core.MetadataDict())
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=features(),
+            supervised_keys=("image", "label"),
+            metadata=tfds.core.MetadataDict(),
+        )
 
     def read_source(self, root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
         """Class names and, per split, the (image path, label) pairs of the release at `root`."""
@@ -236,13 +260,21 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if not self._skip_corrupt:
             raise DataError(
                 f"{len(bad)} of {len(paths)} images of {self.name} are missing or unreadable:\n"
-                f"{report}\nReplace them, or set config.skip_corrupt=True to leave them out.")
-        logging.warning("%s: skipping %d of %d missing or unreadable images:\n%s",
-                        self.name, len(bad), len(paths), report)
+                f"{report}\nReplace them, or set config.skip_corrupt=True to leave them out."
+            )
+        logging.warning(
+            "%s: skipping %d of %d missing or unreadable images:\n%s",
+            self.name,
+            len(bad),
+            len(paths),
+            report,
+        )
         return {s: [(p, l) for p, l in items if p not in bad] for s, items in splits.items()}
 
     def _generate_examples(self, items):
         for path, label in items:
             name = os.path.relpath(path, self._source)
-            yield name, {"image": stored_bytes(path, self.CROP_BOTTOM), "label": label,
-                         "filename": name}
+            yield (
+                name,
+                {"image": stored_bytes(path, self.CROP_BOTTOM), "label": label, "filename": name},
+            )

@@ -1,4 +1,5 @@
 """Stanford Dogs from the user's images.tar + lists.tar (offline path beside the catalog)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,16 @@ def load_mat(path: Path) -> dict:
 
 class StanfordDogs(base.ManualBuilder, skip_registration=True):
     name = "stanford_dogs_manual"
-    EXPECTED = ("images.tar and lists.tar (or their contents: the Images/ folder and "
-                "train_list.mat, test_list.mat)")
+    EXPECTED = (
+        "images.tar and lists.tar (or their contents: the Images/ folder and "
+        "train_list.mat, test_list.mat)"
+    )
 
     @classmethod
     def locate(cls, manual_dir: Path, extract_dir: Path):
         """The user's extracted files, else the archives (extracted again if they changed),
         else what an earlier extraction left."""
+
         def complete(root):
             return (root / "Images").is_dir() and (root / "train_list.mat").is_file()
 
@@ -49,11 +53,17 @@ class StanfordDogs(base.ManualBuilder, skip_registration=True):
             mat = load_mat(root / f"{split}_list.mat")
             files = _strings(mat["file_list"])
             labels = np.ravel(mat["labels"]).astype(int) - 1
-            base.disagreement(f"{root / f'{split}_list.mat'} has labels outside 1..{len(names)}",
-                              [f for f, l in zip(files, labels) if not 0 <= l < len(names)])
+            base.disagreement(
+                f"{root / f'{split}_list.mat'} has labels outside 1..{len(names)}",
+                [f for f, l in zip(files, labels) if not 0 <= l < len(names)],
+            )
             base.disagreement(
                 f"{root / f'{split}_list.mat'} disagrees with the class folders of Images/",
-                [f"{f}: labelled {names[l]}" for f, l in zip(files, labels)
-                 if Path(f).parent.name != names[l]])
+                [
+                    f"{f}: labelled {names[l]}"
+                    for f, l in zip(files, labels)
+                    if Path(f).parent.name != names[l]
+                ],
+            )
             splits[split] = [(root / "Images" / f, int(l)) for f, l in zip(files, labels)]
         return names, splits

@@ -4,6 +4,7 @@ A user's folder is fingerprinted when prepared (`fingerprint`: the list of its i
 with their sizes and modification times), so that a folder changed since can be rebuilt.
 Hidden folders and files (names starting with '.') are neither splits, classes nor images.
 """
+
 import hashlib
 import re
 from pathlib import Path
@@ -17,32 +18,40 @@ def read_class_folders(root: Path, splits: dict[str, str]):
     found = {}
     for split, folder in splits.items():
         if not re.fullmatch(r"[\w-]+", split):
-            raise DataError(f"Split folder {root / folder}/: a split name may hold only letters, "
-                            "digits, '_' and '-'; rename the folder.")
+            raise DataError(
+                f"Split folder {root / folder}/: a split name may hold only letters, "
+                "digits, '_' and '-'; rename the folder."
+            )
         if not (root / folder).is_dir():
-            raise DataError(f"Missing split folder {root / folder}/ (expected "
-                            f"{root}/<split>/<class>/*.jpg).")
+            raise DataError(
+                f"Missing split folder {root / folder}/ (expected {root}/<split>/<class>/*.jpg)."
+            )
         found[split] = base.class_folders(root / folder)
     names = sorted({c for classes in found.values() for c in classes})
     if not names:
         raise DataError(f"No class folders under {root}: expected {root}/<split>/<class>/*.jpg.")
     index = {n: i for i, n in enumerate(names)}
-    items = {split: [(p, index[c]) for c, paths in classes.items() for p in paths]
-             for split, classes in found.items()}
-    empty = [f"{split}/{c}" for split, classes in found.items()
-             for c, p in classes.items() if not p]
+    items = {
+        split: [(p, index[c]) for c, paths in classes.items() for p in paths]
+        for split, classes in found.items()
+    }
+    empty = [
+        f"{split}/{c}" for split, classes in found.items() for c, p in classes.items() if not p
+    ]
     base.disagreement(f"Class folders under {root} without images", empty)
     return names, items
 
 
 class ImageFolder(base.ManualBuilder, skip_registration=True):
     """Every sub-folder of `source` is a split, each of its sub-folders a class."""
+
     name = "image_folder"
 
     def read_source(self, root):
         if not root.is_dir():
-            raise DataError(f"config.folder_root={root} is not a folder "
-                            "(expected root/<split>/<class>/*.jpg).")
+            raise DataError(
+                f"config.folder_root={root} is not a folder (expected root/<split>/<class>/*.jpg)."
+            )
         self.info.metadata["fingerprint"] = fingerprint(root)
         splits = [d.name for d in base.visible(root) if d.is_dir()]
         return read_class_folders(root, {s: s for s in splits})
@@ -63,6 +72,7 @@ def fingerprint(root: Path) -> dict:
 
 class _WebFG(base.ManualBuilder, skip_registration=True):
     """WebFG-496: noisy web images in train/, clean test images in val/ (split 'test')."""
+
     KIND = ""
 
     @classmethod
@@ -74,11 +84,16 @@ class _WebFG(base.ManualBuilder, skip_registration=True):
 
 
 def _webfg(kind: str) -> type:
-    expected = (f"web-{kind}.tar.gz, or its extracted folder web-{kind}/ (train/<class>/*.jpg "
-                "web training images, val/<class>/*.jpg test images)")
-    return type(f"Web{kind.title()}", (_WebFG,),
-                {"name": f"webfg_{kind}", "KIND": kind, "EXPECTED": expected},
-                skip_registration=True)
+    expected = (
+        f"web-{kind}.tar.gz, or its extracted folder web-{kind}/ (train/<class>/*.jpg "
+        "web training images, val/<class>/*.jpg test images)"
+    )
+    return type(
+        f"Web{kind.title()}",
+        (_WebFG,),
+        {"name": f"webfg_{kind}", "KIND": kind, "EXPECTED": expected},
+        skip_registration=True,
+    )
 
 
 WebBird, WebAircraft, WebCar = _webfg("bird"), _webfg("aircraft"), _webfg("car")

@@ -1,4 +1,5 @@
 """NABirds from the user's archive; the 555 leaf classes remapped to labels 0..554."""
+
 from pathlib import Path
 
 from fgvc_jax.data.builders import base
@@ -6,8 +7,10 @@ from fgvc_jax.data.builders import base
 
 class NABirds(base.ManualBuilder, skip_registration=True):
     name = "nabirds"
-    EXPECTED = ("nabirds.tar.gz, or its extracted folder nabirds/ (images/, images.txt, "
-                "image_class_labels.txt, train_test_split.txt, classes.txt, hierarchy.txt)")
+    EXPECTED = (
+        "nabirds.tar.gz, or its extracted folder nabirds/ (images/, images.txt, "
+        "image_class_labels.txt, train_test_split.txt, classes.txt, hierarchy.txt)"
+    )
 
     @classmethod
     def locate(cls, manual_dir: Path, extract_dir: Path):
@@ -19,18 +22,28 @@ class NABirds(base.ManualBuilder, skip_registration=True):
         images = dict(base.read_pairs(root / "images.txt"))
         labels = {k: int(v) for k, v in base.read_pairs(root / "image_class_labels.txt")}
         is_train = dict(base.read_pairs(root / "train_test_split.txt"))
-        for fname, table in (("image_class_labels.txt", labels),
-                             ("train_test_split.txt", is_train)):
-            base.disagreement(f"{root / fname} does not list the images of images.txt",
-                              sorted(set(images) ^ set(table)))
+        for fname, table in (
+            ("image_class_labels.txt", labels),
+            ("train_test_split.txt", is_train),
+        ):
+            base.disagreement(
+                f"{root / fname} does not list the images of images.txt",
+                sorted(set(images) ^ set(table)),
+            )
         leaves = sorted(set(labels.values()))
-        base.disagreement(f"{root / 'image_class_labels.txt'} uses classes that are not leaves "
-                          "of hierarchy.txt or not in classes.txt",
-                          [str(c) for c in leaves if c in parents or c not in classes])
+        base.disagreement(
+            f"{root / 'image_class_labels.txt'} uses classes that are not leaves "
+            "of hierarchy.txt or not in classes.txt",
+            [str(c) for c in leaves if c in parents or c not in classes],
+        )
         base.disagreement(
             f"{root / 'image_class_labels.txt'} disagrees with the class folders of images/",
-            [f"{images[k]}: labelled {c}" for k, c in labels.items()
-             if Path(images[k]).parent.name.lstrip("0") != str(c).lstrip("0")])
+            [
+                f"{images[k]}: labelled {c}"
+                for k, c in labels.items()
+                if Path(images[k]).parent.name.lstrip("0") != str(c).lstrip("0")
+            ],
+        )
         index = {c: k for k, c in enumerate(leaves)}
         splits = {"train": [], "test": []}
         for k in sorted(images):

@@ -15,6 +15,7 @@ pattern: a first-order feature of one patch, which a small Swin from scratch lea
 minutes. (Patterns at a random phase are second-order and need ≈ 10x more steps: issue 5's
 notes.) The synthetic data config therefore neither resizes nor crops.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,17 +59,20 @@ def class_parts(num_classes: int, seed: int) -> np.ndarray:
     """(num_classes, slots) pattern indices: a distinct mark combination per class."""
     per_slot = len(PATTERNS[0])
     if not 2 <= num_classes <= per_slot ** len(SLOTS):
-        raise DataError(f"synthetic.num_classes={num_classes}; expected 2 to "
-                        f"{per_slot ** len(SLOTS)}.")
-    slots = 2 if num_classes <= per_slot ** 2 else 3
+        raise DataError(
+            f"synthetic.num_classes={num_classes}; expected 2 to {per_slot ** len(SLOTS)}."
+        )
+    slots = 2 if num_classes <= per_slot**2 else 3
     combos = list(itertools.product(range(per_slot), repeat=slots))
     order = np.random.default_rng([seed, 12345]).permutation(len(combos))
     return np.array([combos[i] for i in order[:num_classes]])
 
 
 def class_names(parts: np.ndarray) -> list[str]:
-    return ["%02d_" % i + "_".join(f"{SLOTS[s]}-{PATTERNS[s][k][0]}" for s, k in enumerate(row))
-            for i, row in enumerate(parts)]
+    return [
+        f"{i:02d}_" + "_".join(f"{SLOTS[s]}-{PATTERNS[s][k][0]}" for s, k in enumerate(row))
+        for i, row in enumerate(parts)
+    ]
 
 
 def _stripes(k: np.ndarray, period: int) -> np.ndarray:
@@ -116,8 +120,10 @@ def render(rng: np.random.Generator, parts, size: int = 64):
     `parts`, so two calls with equal generators differ only inside the mark boxes.
     """
     if size % 8:
-        raise DataError(f"synthetic.image_size={size}; expected a multiple of 8 (the patterns' "
-                        "largest period, so that a mirrored image keeps its class).")
+        raise DataError(
+            f"synthetic.image_size={size}; expected a multiple of 8 (the patterns' "
+            "largest period, so that a mirrored image keeps its class)."
+        )
     ss = size * _SUPERSAMPLE
     n_max = 20
     background = tuple(int(v) for v in rng.integers(0, 256, 3))
@@ -136,7 +142,7 @@ def render(rng: np.random.Generator, parts, size: int = 64):
     body = tuple(int(v) for v in rng.integers(0, 256, 3))
     wing = tuple(int(c * rng.uniform(0.5, 0.8)) for c in body)
     legs = tuple(int(v) for v in rng.integers(0, 256, 3))
-    dark = rng.integers(0, 60, 3).astype(np.float32)      # the marks' two colours
+    dark = rng.integers(0, 60, 3).astype(np.float32)  # the marks' two colours
     light = rng.integers(196, 256, 3).astype(np.float32)
 
     img = Image.new("RGB", (ss, ss), background)
@@ -159,8 +165,9 @@ def render(rng: np.random.Generator, parts, size: int = 64):
     leg = 2 * _SUPERSAMPLE
     draw.line(_flat(place([[0.15 * a, 0.3 * a], [0.1 * a, 0.95 * a]])), fill=legs, width=leg)
     draw.line(_flat(place([[-0.2 * a, 0.3 * a], [-0.25 * a, 0.95 * a]])), fill=legs, width=leg)
-    draw.polygon(_flat(place([[-0.85 * a, 0], [-1.6 * a, -0.4 * a], [-1.6 * a, 0.4 * a]])),
-                 fill=wing)
+    draw.polygon(
+        _flat(place([[-0.85 * a, 0], [-1.6 * a, -0.4 * a], [-1.6 * a, 0.4 * a]])), fill=wing
+    )
     draw.polygon(_flat(place(_ellipse(0, 0, a, 0.5 * a))), fill=body)
     draw.polygon(_flat(place(_ellipse(1.05 * a, -0.35 * a, 0.45 * a, 0.45 * a))), fill=body)
     draw.polygon(_flat(place(_ellipse(-0.1 * a, 0.05 * a, 0.55 * a, 0.22 * a))), fill=wing)
@@ -198,32 +205,39 @@ class SyntheticFGVC(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     name = "synthetic_fgvc"
     VERSION = tfds.core.Version("2.0.0")
-    RELEASE_NOTES = {"1.1.0": "Marks 0.30 of the body half-length (was 0.28), a two-tone pattern "
-                              "per mark shape, dark outline.",
-                     "1.2.0": "JPEG without chroma subsampling (mark-box error 19 → 3 levels).",
-                     "2.0.0": "Classes by the pattern (stripes, bands, checks) of round marks on "
-                              "the pixel grid instead of the mark shape: a small Swin learns it "
-                              "from scratch in minutes."}
+    RELEASE_NOTES = {
+        "1.1.0": "Marks 0.30 of the body half-length (was 0.28), a two-tone pattern "
+        "per mark shape, dark outline.",
+        "1.2.0": "JPEG without chroma subsampling (mark-box error 19 → 3 levels).",
+        "2.0.0": "Classes by the pattern (stripes, bands, checks) of round marks on "
+        "the pixel grid instead of the mark shape: a small Swin learns it "
+        "from scratch in minutes.",
+    }
 
     def __init__(self, *, params: Params = Params(), **kwargs):
         self._params = params
         p = params
         config = tfds.core.BuilderConfig(
             name=f"c{p.num_classes}_s{p.image_size}_n{p.train_per_class}_{p.test_per_class}"
-                 f"_seed{p.seed}")
+            f"_seed{p.seed}"
+        )
         super().__init__(config=config, **kwargs)
 
     def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=features(),
-                                     supervised_keys=("image", "label"))
+        return tfds.core.DatasetInfo(
+            builder=self, features=features(), supervised_keys=("image", "label")
+        )
 
     def _split_generators(self, dl_manager):
         del dl_manager
         self.info.features["label"].names = class_names(
-            class_parts(self._params.num_classes, self._params.seed))
+            class_parts(self._params.num_classes, self._params.seed)
+        )
         p = self._params
-        return {"train": self._generate_examples("train", p.num_classes * p.train_per_class),
-                "test": self._generate_examples("test", p.num_classes * p.test_per_class)}
+        return {
+            "train": self._generate_examples("train", p.num_classes * p.train_per_class),
+            "test": self._generate_examples("test", p.num_classes * p.test_per_class),
+        }
 
     def _generate_examples(self, split, count):
         parts = class_parts(self._params.num_classes, self._params.seed)
