@@ -30,19 +30,17 @@ def _define_missing_torchvision_ops():
 
 _define_missing_torchvision_ops()
 
-import timm  # noqa: E402
-import torchvision  # noqa: E402
+import timm  # noqa: E402, F401  (re-exported: torch_import.modules)
+import torchvision  # noqa: E402, F401
 
-from fgvc_jax.backbones import densenet as densenet_lib  # noqa: E402
-from fgvc_jax.backbones import resnet as resnet_lib  # noqa: E402
+from fgvc_jax.backbones import registry  # noqa: E402
 
 STAGES = ("stem", "stage1", "stage2", "stage3", "stage4", "logits")
 
 
 def torch_model(arch: str, num_classes: int = 1000, **kwargs) -> torch.nn.Module:
-    if arch in resnet_lib.ARCHS or arch in densenet_lib.ARCHS:
-        return getattr(torchvision.models, arch)(num_classes=num_classes, **kwargs)
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    """The published PyTorch model of `arch` (torchvision or timm), randomly initialised."""
+    return registry.family(arch).torch_model(arch, num_classes, **kwargs)
 
 
 @torch.no_grad()

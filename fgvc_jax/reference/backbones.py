@@ -9,12 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fgvc_jax.backbones import swin as swin_lib
-from fgvc_jax.reference.torch_import import modules
-
-#: Swin sizes by timm name: (embed_dim, depths, num_heads, window_size, img_size) — the
-#: published architectures, the same table as our backbone's.
-SWIN = swin_lib.ARCHS
+from fgvc_jax.backbones import registry
 
 
 class MultiScaleMaxPool(nn.Module):
@@ -26,39 +21,13 @@ class MultiScaleMaxPool(nn.Module):
 
 
 def is_swin(arch: str) -> bool:
-    return arch in SWIN
+    return registry.family(arch).name == "swin"
 
 
 def build(config) -> nn.Module:
     """The headless backbone of `config.method`'s fields (backbone, stem_pool, dilate_conv5,
-    image_size, drop_path_rate, backbone_overrides)."""
-    _, torchvision, timm = modules()
-    arch = config.backbone
-    if is_swin(arch):
-        e, d, h, w, s = SWIN[arch]
-        kw = dict(embed_dim=e, depths=d, num_heads=h, window_size=w, img_size=s)
-        kw.update(
-            {
-                k: tuple(v) if isinstance(v, list) else v
-                for k, v in dict(config.get("backbone_overrides") or {}).items()
-            }
-        )
-        kw.update(img_size=config.image_size, drop_path_rate=config.drop_path_rate)
-        from timm.models.swin_transformer import SwinTransformer
-
-        return SwinTransformer(num_classes=0, **kw)
-    if arch.startswith("densenet"):
-        model = getattr(torchvision.models, arch)()
-        model.classifier = nn.Identity()
-        return model
-    kw = {}
-    if config.get("dilate_conv5", False):
-        kw["replace_stride_with_dilation"] = [False, False, True]
-    model = getattr(torchvision.models, arch)(**kw)
-    model.fc = nn.Identity()
-    if config.get("stem_pool", "max") == "multiscale":
-        model.maxpool = MultiScaleMaxPool()
-    return model
+    image_size, drop_path_rate, backbone_overrides), from the backbone registry."""
+    return registry.family(config.backbone).torch_backbone(config)
 
 
 def stem(model, x):

@@ -1,7 +1,8 @@
 """Grad-CAM of every backbone stage of any method's network, without changing the network's
-code: flax `nn.intercept_methods` taps the backbone's `stage(i, ...)` calls (ResNet
-`conv{i+1}_x`, Swin `stage{i}`); a network without a backbone (attention_cnn) has its own
-convolutions and its `attention` block tapped. A zero "probe" is added to each tapped output,
+code: flax `nn.intercept_methods` taps the backbone's `stage(i, ...)` calls, named by the
+backbone registry (ResNet `conv{i+1}_x`, DenseNet `denseblock{i}`, Swin `stage{i}`); a
+network without a backbone (attention_cnn) has its own convolutions and its `attention` block
+tapped. A zero "probe" is added to each tapped output,
 so that the gradient of the score with respect to the probe is the gradient with respect to
 that stage's activation.
 
@@ -19,16 +20,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fgvc_jax.backbones.resnet import ResNet
-from fgvc_jax.backbones.swin import SwinTransformer
+from fgvc_jax.backbones import registry
 
 
 def tap_name(module: nn.Module, method_name: str, args: tuple, top: nn.Module) -> str | None:
     """Name of the stage this call's output is, or None."""
-    if method_name == "stage" and isinstance(module, ResNet):
-        return f"conv{int(args[0]) + 1}_x"
-    if method_name == "stage" and isinstance(module, SwinTransformer):
-        return f"stage{int(args[0])}"
+    if method_name == "stage":
+        family = registry.of_module(module)
+        if family is not None:
+            return family.tap(int(args[0]))
     if (
         method_name == "__call__"
         and not hasattr(top, "backbone")
