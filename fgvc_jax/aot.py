@@ -90,6 +90,12 @@ _CHANNEL = re.compile(r"\bchannel_id=(\d+)")
 GIB = 2.0**30
 
 
+def _extra_advice(kind: str) -> str:
+    """How to install a missing aot extra: `make dev` puts it beside the venv (in site-packages
+    it would break every CPU-only `import jax`)."""
+    return f"run `make dev` (it installs the aot-{kind} extra into .venv/aot-{kind})."
+
+
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -136,10 +142,10 @@ def prepare_environment(argv: list[str]) -> None:
     if kind == "gpu":
         os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
         if importlib.util.find_spec("jax_cuda12_plugin") is None:
-            _fail(f"--target={name} needs the CUDA 12 compiler plugin: pip install -e .[aot-gpu]")
+            _fail(f"--target={name} needs the CUDA 12 compiler plugin: {_extra_advice('gpu')}")
     else:
         if importlib.util.find_spec("libtpu") is None:
-            _fail(f"--target={name} needs libtpu: pip install -e .[aot-tpu]")
+            _fail(f"--target={name} needs libtpu: {_extra_advice('tpu')}")
         # libtpu's one-process-per-TPU lock file guards a device; there is none here.
         os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
@@ -417,8 +423,11 @@ def main(argv):
 
 
 def run():
-    prepare_environment(sys.argv[1:])
+    from fgvc_jax.tools import cli_common
+
     _define_flags()
+    cli_common.exit_if_help(sys.argv)  # help needs no aot extra
+    prepare_environment(sys.argv[1:])
     app.run(main)
 
 

@@ -20,10 +20,11 @@ statistics as max |ref| and the relative difference (max abs diff / max |ref|).
   fails above --tolerance (default here 1e-10).
 --dtype bfloat16: the drift of our bfloat16 compute against the float32 twin; nothing fails.
 
-Exits 1 when a row fails. Needs torch, torchvision and timm (`pip install -e .[torch]`)."""
+Exits 1 when a row fails. Needs torch, torchvision and timm (`make dev` installs them)."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 from absl import app, flags
@@ -53,8 +54,17 @@ flags.DEFINE_float(
 )
 
 
+def check_torch() -> None:
+    """One line naming `make dev` when torch, torchvision or timm is not installed."""
+    missing = [m for m in ("torch", "torchvision", "timm") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"error: compare needs {', '.join(missing)}: run `make dev`.", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
     del argv
+    check_torch()
     import jax.numpy as jnp
 
     from fgvc_jax.reference import parity
@@ -98,4 +108,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from fgvc_jax.tools import cli_common
+
+    cli_common.exit_if_help(sys.argv)
     app.run(main)

@@ -16,6 +16,7 @@ import ml_collections
 
 from fgvc_jax import data as data_lib
 from fgvc_jax.methods import registry
+from fgvc_jax.suggest import did_you_mean
 
 # Config argument → data.NAMES entry. `synthetic` also picks the method's CPU size.
 DATASETS = {
@@ -26,10 +27,16 @@ DATASETS = {
 
 def dataset_name(arg: str | None, method: str) -> str:
     """The data name of a config argument, or one clear error listing the valid ones."""
+    if arg is None:
+        raise ValueError(
+            f"--config configs/{method}.py needs a dataset: --config "
+            f"configs/{method}.py:<dataset>, <dataset> one of {', '.join(DATASETS)}."
+        )
     if arg not in DATASETS:
         raise ValueError(
             f"configs/{method}.py: unknown dataset {arg!r}; valid: "
             f"{', '.join(DATASETS)} (e.g. --config configs/{method}.py:cub)."
+            + did_you_mean(arg, DATASETS)
         )
     return DATASETS[arg]
 

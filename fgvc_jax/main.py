@@ -19,6 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up cha
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from fgvc_jax.suggest import did_you_mean  # noqa: E402
+from fgvc_jax.tools import cli_common  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/<method>.py:<dataset> (--mode eval: default the workdir's config.json)"
 )
@@ -36,7 +39,6 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "Resume a workdir with a config that differs from its run's (the changed keys are "
     "listed and recorded; a changed length rebuilds the learning-rate schedule for it).",
 )
-flags.mark_flags_as_required(["workdir"])
 
 
 def _fail(message: str) -> None:
@@ -64,9 +66,12 @@ def check_command_line(argv: list[str]) -> None:
             for p in glob.glob(os.path.join(here, "*.py"))
             if not os.path.basename(p).startswith(("_", "common"))
         )
+        paths = [f"{here}/{m}.py" for m in methods]
         _fail(
             f"unknown method config {path!r}; valid: "
-            + (", ".join(f"{here}/{m}.py" for m in methods) or "(no configs in " + here + ")")
+            + (", ".join(paths) or "(no configs in " + here + ")")
+            + "."
+            + did_you_mean(path, paths)
         )
     try:
         module_spec = importlib.util.spec_from_file_location("_fgvc_config", path)
@@ -83,10 +88,10 @@ def check_command_line(argv: list[str]) -> None:
         for i, key in enumerate(parts):
             if not hasattr(node, "keys") or key not in node:
                 where = "config." + ".".join(parts[:i]) if i else "config"
-                valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(a value)"
+                keys = sorted(node.keys()) if hasattr(node, "keys") else []
                 _fail(
                     f"unknown config key 'config.{m.group(1)}': {where} has no {key!r}; "
-                    f"valid: {valid}"
+                    f"valid: {', '.join(keys) or '(a value)'}." + did_you_mean(key, keys)
                 )
             node = node[key]
 
@@ -112,6 +117,11 @@ def main(argv):
 
     compile_cache.enable()  # a resume or re-evaluation of the same program does not recompile
     config, workdir = _CONFIG.value, _WORKDIR.value
+    if not workdir:
+        _fail(
+            "--workdir is required: the run's folder (checkpoints, metrics, eval.json), "
+            "e.g. --workdir runs/swinfc_cub."
+        )
     try:
         if _MODE.value == "train":
             if config is None:
@@ -142,6 +152,7 @@ def main(argv):
 
 
 def run():
+    cli_common.exit_if_help(sys.argv)
     check_command_line(sys.argv[1:])
     app.run(main)
 

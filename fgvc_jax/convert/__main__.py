@@ -5,6 +5,7 @@ of flax variables. With --check (needs torch) it also prints the per-stage max a
 against the PyTorch model on a random input."""
 
 import argparse
+import importlib.util
 import sys
 import time
 
@@ -67,6 +68,9 @@ def main(argv=None) -> int:
         "--check", action="store_true", help="compare with the PyTorch model (needs torch)"
     )
     args = p.parse_args(argv)
+    if args.check and importlib.util.find_spec("torch") is None:
+        print("error: --check needs torch, torchvision and timm: run `make dev`.", file=sys.stderr)
+        return 2
     num_classes = None if args.num_classes == "keep" else int(args.num_classes)
     t0 = time.time()
     try:

@@ -26,7 +26,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
             import torch
         except ImportError as e:
             raise ConversionError(
-                f"reading {path!r} needs torch (pip install '.[torch]'), "
+                f"reading {path!r} needs torch (run `make dev`), "
                 "or convert it to .safetensors first"
             ) from e
         sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -38,6 +38,12 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]
             break
+    return numpy_state_dict(sd)
+
+
+def numpy_state_dict(sd) -> dict[str, np.ndarray]:
+    """A state dict's tensors as float32 (floating) or integer numpy arrays, without a
+    DataParallel 'module.' prefix."""
     out = {}
     for k, v in sd.items():
         if hasattr(v, "detach"):  # torch tensor

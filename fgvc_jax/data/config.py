@@ -5,6 +5,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from fgvc_jax.suggest import did_you_mean
+
 NAMES = (
     "synthetic_fgvc",
     "cub",
@@ -22,7 +24,10 @@ LABEL_LEVELS = ("variant", "family", "manufacturer")
 
 def check_name(name: str) -> None:
     if name not in NAMES:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(NAMES)}.")
+        raise ValueError(
+            f"Unknown dataset {name!r}; valid names: {', '.join(NAMES)}."
+            + did_you_mean(name, NAMES)
+        )
 
 
 def default_config(name: str = "synthetic_fgvc") -> ml_collections.ConfigDict:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from fgvc_jax.data.errors import DataError
 
@@ -75,7 +76,15 @@ def open_as_seen(source, *, name: str | None = None, draft: Draft | None = None)
     except DataError:
         raise
     except Exception as e:  # PIL raises many types for bad data; OSError for missing files
-        raise DataError(f"Cannot read image {name}: {type(e).__name__}: {e}") from e
+        raise DataError(f"Cannot read image {name}: {reason(e)}") from e
+
+
+def reason(e: Exception) -> str:
+    """Why an image could not be read, without PIL's `<_io.BytesIO object at 0x…>`."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e))
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image file PIL can read (cannot identify its format)"
+    return f"{type(e).__name__}: {text}"
 
 
 def _orientation(im: Image.Image) -> int:

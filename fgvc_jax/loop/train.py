@@ -170,22 +170,26 @@ def train_and_evaluate(
 ) -> state_lib.TrainState:
     """Train `config` in `workdir`: one run per workdir (`workdir.RunLock`, held to the end);
     resuming with another config than the run's stops unless `allow_config_change`
-    (`workdir.record_start`, which also records this start's config)."""
+    (`workdir.check_start`); the start is recorded once its checkpoint was read, so a
+    refused start leaves the workdir's config record as it was."""
     parallel.initialize_distributed()
     with workdir_lib.RunLock(workdir, "train"):  # issue 16: lock and config record
-        workdir_lib.record_start(
+        start = workdir_lib.check_start(
             workdir,
             config,
             resuming=ckpt_lib.has_checkpoints(workdir),
             allow_change=allow_config_change,
         )
-        return _train_and_evaluate(config, workdir)
+        return _train_and_evaluate(config, workdir, start.record)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> state_lib.TrainState:
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, accepted=lambda: None
+) -> state_lib.TrainState:
     """Train `config` in `workdir` (resuming from its latest checkpoint), evaluate every
     `eval_every` steps and at the end; write `<workdir>/config.json`, `model.json` (what the
-    tools need without the dataset) and `eval.json`. Returns the final state."""
+    tools need without the dataset) and `eval.json`. Returns the final state. `accepted` is
+    called once the state is restored or created (it records the start)."""
     parallel.initialize_distributed()
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     run = Experiment(config)
@@ -205,7 +209,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> stat
     run.check_best_metric()
     tx = run.optimizer(shapes["params"])
     # issue 16: the newest checkpoint that reads and verifies (damaged ones moved aside)
-    restored = ckpts.restore(state_lib.abstract_state(tx, shapes, run.mesh, ema), "latest")
+    try:
+        restored = ckpts.restore(state_lib.abstract_state(tx, shapes, run.mesh, ema), "latest")
+    except ckpt_lib.Mismatch as e:
+        raise workdir_lib.WorkdirError(f"{e} Start this config in a new --workdir.") from None
     if restored is not None:
         state, start_step = restored
         workdir_lib.check_length(start_step, run.num_steps, workdir)
@@ -213,6 +220,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> stat
     else:
         start_step = 0
         state = state_lib.create_train_state(tx, run.initial_variables(), run.mesh, ema)
+    accepted()
     train_iter = run.train_iterator(start_step)
     _log_overview(run, state.params, workdir)
     if start_step == 0:

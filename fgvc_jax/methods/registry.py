@@ -16,6 +16,7 @@ from fgvc_jax.methods.baseline import BaselineResNet, BaselineSwin
 from fgvc_jax.methods.cra_smra import CRASMRA
 from fgvc_jax.methods.ma_ea import MAEAMethod
 from fgvc_jax.methods.swinfc import SwinFC
+from fgvc_jax.suggest import did_you_mean
 
 METHODS: dict[str, type[Method]] = {
     "baseline_resnet": BaselineResNet,
@@ -30,7 +31,10 @@ SIZES = ("full", "cpu")
 
 def _check_name(name: str) -> None:
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+        raise ValueError(
+            f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}."
+            + did_you_mean(name, METHODS)
+        )
 
 
 def default_config(name: str, size: str = "full") -> ml_collections.ConfigDict:

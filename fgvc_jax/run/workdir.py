@@ -13,7 +13,10 @@ every start (the first included) is added to `<workdir>/config_history/<n>.json`
 step it started from and the keys it changed. Resuming with a config that differs from the
 latest start's stops with the list of changed keys, unless the change is accepted
 (`--allow_config_change`). Keys that only say where files are or how often to log or save
-(`IGNORED`) never change what is computed: they may differ on resume.
+(`IGNORED`) never change what is computed: they may differ on resume. A start with another
+method is refused outright (its checkpoint cannot be read): it needs a new workdir. The
+trainer checks a start (`check_start`) and records it (`Start.record`) only once its
+checkpoint was read, so a refused start leaves the record as it was.
 """
 
 from __future__ import annotations
@@ -357,22 +360,71 @@ def _listing(changes: dict[str, tuple], limit: int = 12) -> str:
     return "; ".join(items[:limit]) + (f"; and {more} more" if more > 0 else "")
 
 
-def record_start(
-    workdir: str, config, *, resuming: bool, allow_change: bool = False
-) -> dict[str, tuple]:
-    """Check `config` (a ConfigDict) against the run's latest recorded config and record
-    this start. `resuming`: the workdir has a checkpoint to continue from. Raises
-    ConfigChanged listing the changed keys unless `allow_change`; returns the changes.
+class Start:
+    """A start that `check_start` accepted; `record()` adds it to the config record."""
 
-    A start from step 0 (nothing to resume) is a new first start: it writes config.json."""
-    import jax
+    def __init__(self, workdir, config, resuming, previous, changes, blocking):
+        self.workdir, self.config, self.resuming = workdir, config, resuming
+        self.previous, self.changes, self.accepted = previous, changes, blocking
 
+    def record(self) -> None:
+        """Write `config_history/<n>.json` (and `config.json` on a first start); process 0."""
+        import jax
+
+        if "://" in str(self.workdir) or jax.process_index() != 0:
+            return
+        root = os.path.abspath(self.workdir)
+        history = _history(root)
+        os.makedirs(os.path.join(root, HISTORY_DIR), exist_ok=True)
+        if not history and self.previous is not None:  # from before the history was kept
+            write_atomic(
+                os.path.join(root, HISTORY_DIR, "0.json"),
+                json.dumps(
+                    {
+                        "start": 0,
+                        "note": f"the {CONFIG_FILE} found before config_history/ was kept",
+                        "config": self.previous,
+                    },
+                    indent=2,
+                ),
+            )
+            history = ["0.json"]
+        n = max(int(os.path.basename(h)[:-5]) for h in history) + 1 if history else 1
+        entry = {
+            "start": n,
+            "resuming": bool(self.resuming),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": " ".join(sys.argv),
+            "changed": sorted(self.changes),
+            "accepted": sorted(self.accepted) if self.resuming else [],
+            "config": json.loads(self.config.to_json()),
+        }
+        write_atomic(os.path.join(root, HISTORY_DIR, f"{n}.json"), json.dumps(entry, indent=2))
+        config_json = os.path.join(root, CONFIG_FILE)
+        if not self.resuming or not os.path.exists(config_json):
+            write_atomic(config_json, self.config.to_json(indent=2))
+
+
+def check_start(workdir: str, config, *, resuming: bool, allow_change: bool = False) -> Start:
+    """Check `config` (a ConfigDict) against the run's latest recorded config; nothing is
+    written (`Start.record` does). `resuming`: the workdir has a checkpoint to continue from.
+    WorkdirError if the method differs (a new workdir is needed); ConfigChanged listing the
+    changed keys unless `allow_change`."""
     if "://" in str(workdir):
         logging.warning("workdir %s: the config record needs a local file system.", workdir)
-        return {}
+        return Start(workdir, config, resuming, None, {}, {})
     new = json.loads(config.to_json())
     previous = run_config(workdir)
     changes = changed_keys(previous, new) if previous is not None else {}
+    theirs = ((previous or {}).get("method") or {}).get("name")
+    ours = new.get("method", {}).get("name")
+    if resuming and theirs and theirs != ours:
+        raise WorkdirError(
+            f"workdir {os.path.abspath(workdir)} holds a {theirs!r} run and this config is "
+            f"{ours!r}: a run cannot change its method. Start it in a new --workdir."
+        )
     # A key only one side has comes from another version of the library (--config.* cannot
     # add or remove keys): listed, not blocking.
     versions = {k: v for k, v in changes.items() if _ABSENT in v}
@@ -403,41 +455,18 @@ def record_start(
                     key,
                     *blocking[key],
                 )
-    if jax.process_index() != 0:
-        return blocking
-    root = os.path.abspath(workdir)
-    history = _history(root)
-    os.makedirs(os.path.join(root, HISTORY_DIR), exist_ok=True)
-    if not history and previous is not None:  # a workdir from before the history was kept
-        write_atomic(
-            os.path.join(root, HISTORY_DIR, "0.json"),
-            json.dumps(
-                {
-                    "start": 0,
-                    "note": f"the {CONFIG_FILE} found before config_history/ was kept",
-                    "config": previous,
-                },
-                indent=2,
-            ),
-        )
-        history = ["0.json"]
-    n = max(int(os.path.basename(h)[:-5]) for h in history) + 1 if history else 1
-    entry = {
-        "start": n,
-        "resuming": bool(resuming),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "command": " ".join(sys.argv),
-        "changed": sorted(changes),
-        "accepted": sorted(blocking) if resuming else [],
-        "config": new,
-    }
-    write_atomic(os.path.join(root, HISTORY_DIR, f"{n}.json"), json.dumps(entry, indent=2))
-    config_json = os.path.join(root, CONFIG_FILE)
-    if not resuming or not os.path.exists(config_json):
-        write_atomic(config_json, config.to_json(indent=2))
-    return blocking
+    return Start(workdir, config, resuming, previous, changes, blocking)
+
+
+def record_start(
+    workdir: str, config, *, resuming: bool, allow_change: bool = False
+) -> dict[str, tuple]:
+    """`check_start` and `Start.record` at once; returns the accepted changes.
+
+    A start from step 0 (nothing to resume) is a new first start: it writes config.json."""
+    start = check_start(workdir, config, resuming=resuming, allow_change=allow_change)
+    start.record()
+    return start.accepted
 
 
 def check_length(start_step: int, num_steps: int, workdir: str) -> None:

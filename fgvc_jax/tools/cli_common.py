@@ -33,6 +33,23 @@ def define_common_flags() -> None:
     flags.DEFINE_string("platform", "", "cpu | gpu | tpu (default: JAX's choice).")
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort")
+
+
+def exit_if_help(argv: list[str], shared: tuple[str, ...] = ()) -> None:
+    """`--help` (`-h`, `--helpshort`): print the command's docstring and its own flags (with
+    the `shared` ones defined in other modules, e.g. --workdir) on stdout, exit 0."""
+    args = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    if not any(a in HELP_FLAGS for a in args):
+        return
+    from absl import app
+
+    for name in shared:
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+    app.usage(shorthelp=True, writeto_stdout=True)
+    sys.exit(0)
+
+
 def check_config_args(argv: list[str]) -> None:
     """A missing --config file is one clear error (before absl parses and imports it)."""
     for i, a in enumerate(argv):
@@ -57,6 +74,7 @@ def run(main, define_tool_flags) -> None:
 
     define_common_flags()
     define_tool_flags()
+    exit_if_help(sys.argv, ("workdir", "config", "checkpoint", "platform"))
     check_config_args(sys.argv[1:])
 
     def quiet_main(argv):

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fgvc_jax.data.images import IMAGE_EXTENSIONS
+from fgvc_jax.data.errors import DataError
+from fgvc_jax.data.images import IMAGE_EXTENSIONS, reason
 from fgvc_jax.tools.trained import ToolError
 
 
@@ -18,11 +19,18 @@ def expand_paths(paths: list[str]) -> list[str]:
     out, missing = [], []
     for p in paths:
         if os.path.isdir(p):
-            out += sorted(
+            found = sorted(
                 os.path.join(p, f)
                 for f in os.listdir(p)
                 if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
             )
+            if not found:
+                raise ToolError(
+                    f"folder {os.path.abspath(p)} has no image files: expected "
+                    f"{os.path.join(p, '*.jpg')} (or {', '.join(IMAGE_EXTENSIONS[1:])}); "
+                    "sub-folders are not searched."
+                )
+            out += found
         elif os.path.isfile(p):
             out.append(p)
         else:
@@ -48,8 +56,10 @@ def load_images(
             with open(p, "rb") as f:
                 images.append(preprocess.eval_image(f.read(), aug))
             ok.append(p)
-        except Exception as e:  # PIL.UnidentifiedImageError, OSError, truncated files, ...
-            bad.append(f"{p} ({type(e).__name__}: {e})")
+        except DataError as e:  # "Cannot read image <image bytes>: why"
+            bad.append(f"{p} ({str(e).split(': ', 1)[-1]})")
+        except Exception as e:  # OSError, truncated files, ...
+            bad.append(f"{p} ({reason(e)})")
     if bad and not skip_unreadable:
         raise ToolError("cannot read image(s): " + "; ".join(bad))
     if not ok:
