@@ -5,31 +5,12 @@ out_i = Σ_j softmax_j(q_iᵀk_j / √(C/8)) v_j, no residual) → flatten (NCHW
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from fgvc_jax.reference.blocks import SelfAttention
 from fgvc_jax.reference.functional import nhwc
 from fgvc_jax.reference.twin import Twin
-
-
-class ScaledSelfAttention(nn.Module):
-    def __init__(self, channels: int, reduction: int = 8):
-        super().__init__()
-        d = max(channels // reduction, 1)
-        self.query = nn.Conv2d(channels, d, 1)
-        self.key = nn.Conv2d(channels, d, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.scale = 1.0 / math.sqrt(d)
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        q = self.query(x).flatten(2)  # (B, d, N)
-        k = self.key(x).flatten(2)
-        v = self.value(x).flatten(2)  # (B, C, N)
-        a = torch.softmax(q.transpose(1, 2) @ k * self.scale, dim=-1)  # (B, N_i, N_j)
-        return (v @ a.transpose(1, 2)).reshape(b, c, h, w)
 
 
 class AttentionCNN(Twin):
@@ -43,7 +24,7 @@ class AttentionCNN(Twin):
             setattr(self, f"conv{i + 1}", nn.Conv2d(c_in, w, 3, padding=1))
             c_in = w
         self.depth = len(widths)
-        self.attention = ScaledSelfAttention(c_in)
+        self.attention = SelfAttention(c_in, scaled=True)
         side = config.image_size // 2 ** len(widths)
         self.fc1 = nn.Linear(c_in * side * side, config.hidden)
         self.dropout = nn.Dropout(config.dropout)

@@ -21,76 +21,11 @@ import torch
 from torch import nn
 
 from fgvc_jax.reference import backbones
+from fgvc_jax.reference.blocks import CRAM, SMRAM
 from fgvc_jax.reference.functional import diversity_loss, gmp, top5_pool
 from fgvc_jax.reference.twin import Twin
 
 STAGES = (3, 4, 5)
-
-
-class ConvBNReLU(nn.Sequential):
-    def __init__(self, c_in, c_out, k, stride=1):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
-        self.relu = nn.ReLU()
-
-
-class ChannelMLP(nn.Module):
-    """I = σ(MLP(GAP X) + MLP(GMP X)) with the MLP of two 1x1 convs (no bias)."""
-
-    def __init__(self, c, r):
-        super().__init__()
-        self.fc1 = nn.Conv2d(c, max(c // r, 1), 1, bias=False)
-        self.fc2 = nn.Conv2d(max(c // r, 1), c, 1, bias=False)
-
-    def forward(self, x):
-        mlp = lambda v: self.fc2(torch.relu(self.fc1(v)))
-        return torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True)))
-
-
-class SpatialMap(nn.Module):
-    """CBAM spatial attention σ(Conv7x7([mean_c x, max_c x])), no bias."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, 7, padding=3, bias=False)
-
-    def forward(self, x):
-        return torch.sigmoid(
-            self.conv(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1))
-        )
-
-
-class CRAM(nn.Module):
-    def __init__(self, c, cfg):
-        super().__init__()
-        self.cfg = cfg
-        self.channel = ChannelMLP(c, cfg.cram_reduction)
-        if cfg.channel_block == "cbam":
-            self.spatial = SpatialMap()
-        self.conv_layer1 = ConvBNReLU(c, cfg.cram_mid, 1)
-        self.conv_layer2 = ConvBNReLU(cfg.cram_mid, cfg.cram_out, 3)
-
-    def forward(self, x):
-        cfg = self.cfg
-        i = self.channel(x)
-        attended = x * i
-        if cfg.channel_block == "cbam":
-            attended = attended * self.spatial(attended)
-        e = self.conv_layer2(self.conv_layer1(attended))
-        count = None
-        if cfg.channel_block == "cram" and (self.training or cfg.suppress_at_eval):
-            p = torch.softmax(i, dim=1)
-            selected = (p >= cfg.delta * p.amax(dim=1, keepdim=True)).to(x.dtype).detach()
-            if cfg.suppress_form == "scale":
-                s = torch.where(
-                    selected > 0, torch.full_like(selected, cfg.omega), torch.ones_like(selected)
-                )
-            else:
-                s = 1.0 - cfg.omega * selected
-            x = x * s
-            count = selected.sum(dim=1).mean()
-        return e, x, count
 
 
 class PMGHead(nn.Sequential):
@@ -103,31 +38,18 @@ class PMGHead(nn.Sequential):
         self.fc2 = nn.Linear(hidden, k)
 
 
-class SMRAM(nn.Module):
-    def __init__(self, sizes, c, down):
-        super().__init__()
-        self.down = down
-        self.factors = [s // sizes[-1] for s in sizes]
-        for s, f in enumerate(self.factors):
-            if f > 1 and down == "avgpool":
-                setattr(self, f"pool_bn{s}", nn.BatchNorm2d(c))
-            i = 0
-            while down == "conv" and f > 1:
-                setattr(self, f"down{s}_{i}", ConvBNReLU(c, c, 3, 2))
-                f, i = f // 2, i + 1
-            setattr(self, f"phi{s}", nn.Conv2d(c, 1, 1))
-
-    def forward(self, maps):
-        probs = []
-        for s, (x, f) in enumerate(zip(maps, self.factors)):
-            if f > 1 and self.down == "avgpool":
-                x = getattr(self, f"pool_bn{s}")(nn.functional.avg_pool2d(x, f))
-            i = 0
-            while self.down == "conv" and hasattr(self, f"down{s}_{i}"):
-                x = getattr(self, f"down{s}_{i}")(x)
-                i += 1
-            probs.append(torch.softmax(getattr(self, f"phi{s}")(x).flatten(1), dim=-1))
-        return torch.stack(probs, dim=1)
+def _cram(c, cfg):
+    return CRAM(
+        c,
+        cfg.cram_mid,
+        cfg.cram_out,
+        reduction=cfg.cram_reduction,
+        omega=cfg.omega,
+        delta=cfg.delta,
+        suppress_at_eval=cfg.suppress_at_eval,
+        suppress_form=cfg.suppress_form,
+        channel_block=cfg.channel_block,
+    )
 
 
 class CRASMRA(Twin):
@@ -135,7 +57,7 @@ class CRASMRA(Twin):
         super().__init__(config, num_classes)
         widths = backbones.widths(self.backbone)
         for s in STAGES:
-            setattr(self, f"cram{s}", CRAM(widths[s - 2], config))
+            setattr(self, f"cram{s}", _cram(widths[s - 2], config))
             setattr(self, f"head{s}", PMGHead(config.cram_out, config.head_hidden, num_classes))
         self.head_concat = PMGHead(3 * config.cram_out, config.head_hidden, num_classes)
         side = config.image_size // 8  # conv3_x / denseblock2 output

@@ -16,38 +16,18 @@ import torch
 from torch import nn
 
 from fgvc_jax.reference import backbones
+from fgvc_jax.reference.blocks import SE, CBAMSpatial
 from fgvc_jax.reference.functional import gap, gmp
 from fgvc_jax.reference.twin import Twin
 
 STAGE_NAMES = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")
 
 
-class SEMap(nn.Module):
-    def __init__(self, c, r):
-        super().__init__()
-        self.fc1 = nn.Linear(c, max(c // r, 1))
-        self.fc2 = nn.Linear(max(c // r, 1), c)
-
-    def forward(self, f):
-        return torch.sigmoid(self.fc2(torch.relu(self.fc1(gap(f)))))[:, :, None, None]
-
-
-class SpatialMap(nn.Module):
-    def __init__(self, k=7):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, k, padding=k // 2, bias=False)
-
-    def forward(self, f):
-        return torch.sigmoid(
-            self.conv(torch.cat([f.mean(1, keepdim=True), f.amax(1, keepdim=True)], dim=1))
-        )
-
-
 class MA(nn.Module):
     def __init__(self, c, r, residual):
         super().__init__()
-        self.channel = SEMap(c, r)
-        self.spatial = SpatialMap()
+        self.channel = SE(c, r, return_map=True)
+        self.spatial = CBAMSpatial(return_map=True)
         self.residual = residual
 
     def forward(self, f):

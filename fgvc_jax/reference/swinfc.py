@@ -19,68 +19,14 @@ four heads' softmaxes."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fgvc_jax.reference import backbones
+from fgvc_jax.reference.blocks import EACA, ffm
 from fgvc_jax.reference.functional import contrastive_loss
 from fgvc_jax.reference.twin import Twin
 
 BRANCH_STAGES = (2, 3, 4)
-
-
-class ExternalAttention(nn.Module):
-    def __init__(self, c, m, eps=1e-9):
-        super().__init__()
-        self.mk = nn.Conv1d(c, m, 3, padding=1, bias=False)
-        self.mv = nn.Conv1d(m, c, 1)
-        self.eps = eps
-
-    def forward(self, x):  # (B, C, H, W)
-        b, c, h, w = x.shape
-        t = x.flatten(2)  # (B, C, N), raster order
-        a = torch.softmax(self.mk(t), dim=2)  # over N
-        a = a / (a.sum(dim=1, keepdim=True) + self.eps)  # over M
-        return x + self.mv(a).reshape(b, c, h, w)
-
-
-class CrossSpaceAttention(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv_h = nn.Conv2d(c, c, (3, 1), padding=(1, 0))
-        self.conv_w = nn.Conv2d(c, c, (1, 3), padding=(0, 1))
-
-    def forward(self, x):
-        a_h = torch.softmax(self.conv_h(x.mean(dim=3, keepdim=True)), dim=2)  # (B, C, H, 1)
-        a_w = torch.softmax(self.conv_w(x.mean(dim=2, keepdim=True)), dim=3)  # (B, C, 1, W)
-        return x * (a_h + a_w)
-
-
-class EACA(nn.Module):
-    def __init__(self, c, m, use_ea, use_ca):
-        super().__init__()
-        if use_ea:
-            self.ea = ExternalAttention(c, m)
-        if use_ca:
-            self.ca = CrossSpaceAttention(c)
-
-    def forward(self, x):
-        terms = [mod(x) for mod in (getattr(self, "ea", None), getattr(self, "ca", None)) if mod]
-        return sum(terms) if terms else x
-
-
-def ffm(xs, similarity="dot", scale=1.0):
-    """xs: list of (B, C, N_i) token matrices; returns the fused list (Eq. 7-12)."""
-    keys = [F.normalize(x, dim=1) for x in xs] if similarity == "cosine" else xs
-    out = []
-    for i, x in enumerate(xs):
-        fused = torch.zeros_like(x)
-        for j, y in enumerate(xs):
-            if j != i:
-                m = keys[i].transpose(1, 2) @ keys[j]  # (B, N_i, N_j) = X_iᵀ X_j
-                fused = fused + y @ torch.softmax(-m, dim=-1).transpose(1, 2)
-        out.append(x + scale * fused)
-    return out
 
 
 class SwinFC(Twin):
@@ -115,7 +61,7 @@ class SwinFC(Twin):
             shapes.append(t.shape)
             xs.append(t.flatten(2))
         if cfg.use_ffm:
-            xs = ffm(xs, cfg.ffm_similarity, cfg.ffm_scale)
+            xs = ffm(xs, similarity=cfg.ffm_similarity, scale=cfg.ffm_scale)
         for s, t in zip(BRANCH_STAGES, xs):
             v = getattr(self, f"head{s}_norm")(t.mean(dim=2))
             logits[f"stage{s}"] = getattr(self, f"head{s}")(v)

@@ -103,7 +103,8 @@ def _flat(variables) -> dict:
 
 
 def jax_to_torch(variables: dict, twin) -> None:
-    """Load flax `variables` into `twin` (in place)."""
+    """Load flax `variables` into `twin` (in place): a method's twin, or a block of
+    `reference.blocks` and the variables of its flax layer."""
     import torch
 
     flat = _flat(variables)
@@ -113,7 +114,7 @@ def jax_to_torch(variables: dict, twin) -> None:
         value = to_torch(
             np.asarray(flat[path], np.float32),
             sd[key].shape,
-            twin.flatten_inputs.get(key),
+            getattr(twin, "flatten_inputs", {}).get(key),
             key.endswith(".weight"),
         )
         new[key] = torch.from_numpy(np.array(value, np.float32))
@@ -129,7 +130,7 @@ def torch_to_jax(twin, like: dict) -> dict:
         path: to_jax(
             sd[key].detach().cpu().numpy(),
             flat[path].shape,
-            twin.flatten_inputs.get(key),
+            getattr(twin, "flatten_inputs", {}).get(key),
             key.endswith(".weight"),
         )
         for key, path in pairs(twin, flat).items()

@@ -3,7 +3,8 @@
 import jax
 import numpy as np
 
-from tests.reference.torch_compat import torch
+from fgvc_jax.reference import weights
+from fgvc_jax.reference.torch_import import torch
 
 
 def nchw(x):
@@ -12,6 +13,13 @@ def nchw(x):
 
 def to_nhwc(t):
     return np.transpose(t.detach().numpy(), (0, 2, 3, 1))
+
+
+def load(block, params, batch_stats=None):
+    """`block` (a `fgvc_jax.reference.blocks` module) with its flax layer's variables."""
+    variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+    weights.jax_to_torch(variables, block)
+    return block
 
 
 def assert_close(actual, expected, rel=1e-5):

@@ -1,5 +1,5 @@
 """Each block given in PyTorch or as an equation by a source, against its PyTorch
-transcription (tests/reference/blocks.py) with shared weights: max abs diff ≤ 1e-5 relative."""
+twin (fgvc_jax/reference/blocks.py) with shared weights: max abs diff ≤ 1e-5 relative."""
 
 import jax
 import jax.numpy as jnp
@@ -8,9 +8,10 @@ import pytest
 
 from fgvc_jax import layers
 from fgvc_jax.methods import losses
-from tests.layers.helpers import assert_close, nchw, randomize, to_nhwc
-from tests.reference import blocks as ref
-from tests.reference.torch_compat import torch
+from fgvc_jax.reference import blocks as ref
+from fgvc_jax.reference import functional
+from fgvc_jax.reference.torch_import import torch
+from tests.layers.helpers import assert_close, load, nchw, randomize, to_nhwc
 
 
 def _x(shape, seed=0):
@@ -28,7 +29,7 @@ def test_gates(name):
     params = randomize(_init(block, x)["params"])
     got = block.apply({"params": params}, x)
     t = getattr(ref, name)(32) if name != "CBAMSpatial" else ref.CBAMSpatial()
-    t.load_flax(params)
+    load(t, params)
     assert_close(got, to_nhwc(t(nchw(x))))
 
 
@@ -38,8 +39,7 @@ def test_self_attention(scaled):
     block = layers.ScaledSelfAttention() if scaled else layers.NonLocal()
     params = randomize(_init(block, x)["params"])
     got = block.apply({"params": params}, x)
-    t = ref.SelfAttn(32, scaled=scaled)
-    t.load_flax(params)
+    t = load(ref.SelfAttention(32, scaled=scaled), params)
     assert_close(got, to_nhwc(t(nchw(x))))
 
 
@@ -53,8 +53,7 @@ def test_external_attention():
     x = _x((2, 6, 7, 24))
     block = layers.ExternalAttention(memory=16)
     params = randomize(_init(block, x)["params"])
-    t = ref.ExternalAttention(24, 16)
-    t.load_flax(params)
+    t = load(ref.ExternalAttention(24, 16), params)
     assert_close(block.apply({"params": params}, x), to_nhwc(t(nchw(x))))
 
 
@@ -62,8 +61,7 @@ def test_cross_space_attention():
     x = _x((2, 6, 7, 24))
     block = layers.CrossSpaceAttention()
     params = randomize(_init(block, x)["params"])
-    t = ref.CrossSpaceAttention(24)
-    t.load_flax(params)
+    t = load(ref.CrossSpaceAttention(24), params)
     assert_close(block.apply({"params": params}, x), to_nhwc(t(nchw(x))))
 
 
@@ -82,10 +80,9 @@ def test_cram(train):
     block = layers.CRAM(mid=32, out=48)
     v = randomize(_init(block, x))
     (e, s), _ = block.apply(v, x, train=train, mutable=["batch_stats"])
-    t = ref.CRAM(64, 32, 48)
-    t.load_flax(v["params"], v["batch_stats"])
+    t = load(ref.CRAM(64, 32, 48), v["params"], v["batch_stats"])
     t.train(train)
-    te, ts = t(nchw(x))
+    te, ts, _ = t(nchw(x))
     assert_close(e, to_nhwc(te))
     assert_close(s, to_nhwc(ts))
 
@@ -96,12 +93,11 @@ def test_smram_diversity_loss(down):
     block = layers.SMRAM(down=down)
     v = randomize(_init(block, xs))
     probs = block.apply(v, xs)
-    t = ref.SMRAMDiversity(8, down=down)
-    t.load_flax(v["params"], v["batch_stats"])
+    t = load(ref.SMRAM([16, 8, 4], 8, down=down), v["params"], v["batch_stats"])
     t.eval()
     txs = [nchw(x) for x in xs]
-    assert_close(probs, t.maps(txs).detach().numpy())
-    assert_close(losses.diversity_loss(probs), t(txs).detach().numpy())
+    assert_close(probs, t(txs).detach().numpy())
+    assert_close(losses.diversity_loss(probs), functional.diversity_loss(t(txs)).detach().numpy())
 
 
 @pytest.mark.parametrize("similarity,scale", [("dot", 1.0), ("cosine", 1.0), ("cosine", 0.001)])
@@ -109,7 +105,7 @@ def test_ffm(similarity, scale):
     """`similarity='dot'`, scale 1 is the paper's Eq. 7-12; 'cosine' x 0.001 is FBSD's code."""
     xs = [0.3 * _x((2, 8, 8, 16), 1), 0.3 * _x((2, 4, 4, 16), 2), 0.3 * _x((2, 2, 2, 16), 3)]
     got = layers.FFM(similarity, scale).apply({}, xs)
-    want = ref.ffm([nchw(x) for x in xs], similarity, scale)
+    want = ref.ffm([nchw(x) for x in xs], similarity=similarity, scale=scale)
     for g, w in zip(got, want):
         assert_close(g, to_nhwc(w))
 
@@ -118,7 +114,7 @@ def test_contrastive_loss():
     z = _x((8, 32))
     labels = np.array([0, 1, 0, 2, 1, 3, 0, 2])
     got = losses.contrastive_loss(jnp.asarray(z), jnp.asarray(labels))
-    want = ref.con_loss(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
+    want = functional.contrastive_loss(torch.from_numpy(z), torch.from_numpy(labels)).numpy()
     assert_close(got, want)
     # Identical features with a shared label cost nothing; with distinct labels they pay 1 − α.
     same = jnp.ones((4, 8))

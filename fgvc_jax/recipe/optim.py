@@ -25,7 +25,7 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-from fgvc_jax.loop import lengths
+from fgvc_jax.recipe import lengths
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")

@@ -1,0 +1,124 @@
+"""A run's recipe: config + class count → the method, its input shapes, variable shapes,
+optimizer, train-state layout, batch sizes and EMA setting. Pure: it reads no dataset and no
+file, so every entry point stands on it — the trainer (`loop.experiment.Experiment` = recipe +
+data), `--mode eval`, the tools, `aot`, `compare` and bench/ — and each setting is derived
+here once.
+
+Input shapes: the network is defined at the train crop C (`image_shape`); host training
+batches are S×S when they are cropped on the device (the decoded cache), else C×C
+(`train_batch_size_px`); evaluation batches are the eval crop (`eval_image_shape`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from fgvc_jax.data import cache, preprocess
+from fgvc_jax.recipe import lengths, optim, train_state as state
+from fgvc_jax.methods import registry
+
+#: The compute dtypes (`config.train.dtype`); parameters always stay float32.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+#: Metric families of an evaluation, each reported per score (every head and 'combined').
+METRICS = ("top1", "top5", "mean_class")
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+    """The run's compute dtype, from `config.train.dtype`."""
+    name = config.train.dtype
+    if name not in DTYPES:
+        raise ValueError(f"config.train.dtype={name!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+class Recipe:
+    """What `config` computes with for a dataset of `num_classes` classes (no I/O)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, num_classes: int):
+        self.config, self.num_classes = config, int(num_classes)
+        self.dtype = compute_dtype(config)
+        preprocess.Augment.train(config.data)  # crop/resize/mode checked before any work
+        preprocess.Augment.eval(config.data)
+        self.method = registry.create(config.method, self.num_classes, self.dtype)
+        t = config.train
+        self.batch_size = int(t.batch_size)
+        self.eval_batch_size = int(t.get("eval_batch_size", 0) or t.batch_size)
+        self.ema_decay = float(t.get("ema_decay", 0.0))
+        self.ema = self.ema_decay > 0
+        crop = int(config.data.crop)
+        self.image_shape = (crop, crop, 3)
+        self.eval_image_shape = (int(config.data.eval_crop),) * 2 + (3,)
+        self.train_batch_size_px = int(config.data.resize) if cache.applies(config.data) else crop
+
+    @functools.cached_property
+    def variable_shapes(self) -> dict:
+        """Shapes and dtypes of the network's variables {'params', ['batch_stats']}."""
+        return state.variable_shapes(self.method, self.image_shape, self.config.seed, self.dtype)
+
+    def init_variables(self) -> dict:
+        """Fresh variables of the network (the config's seed)."""
+        return state.init_variables(self.method, self.image_shape, self.config.seed, self.dtype)
+
+    def metric_names(self) -> list[str]:
+        """Every evaluation metric this run reports ('top1/combined', 'ema/top1/main', ...)."""
+        scores = state.score_names(self.method, self.image_shape, self.config.seed, self.dtype)
+        names = [f"{m}/{s}" for m in METRICS for s in scores]
+        return names + [f"ema/{n}" for n in names] if self.ema else names
+
+    def check_best_metric(self) -> None:
+        """`config.train.best_metric` names a metric of this run (checked before any work)."""
+        best, valid = self.config.train.best_metric, self.metric_names()
+        if best not in valid:
+            raise ValueError(f"config.train.best_metric={best!r}; valid: {', '.join(valid)}")
+
+    def check_batch_sizes(self, mesh) -> None:
+        """Both batch sizes split evenly over the devices, the train batch also into the
+        `optim.accumulate` micro-batches."""
+        from fgvc_jax.runtime import parallel
+
+        parallel.check_batch_size(self.batch_size, mesh)
+        parallel.check_batch_size(self.eval_batch_size, mesh, "train.eval_batch_size")
+        accumulate, devices = self.config.optim.accumulate, mesh.devices.size
+        if self.batch_size % (accumulate * devices):
+            raise ValueError(
+                f"config.train.batch_size={self.batch_size} must be a multiple of "
+                f"config.optim.accumulate ({accumulate}) x devices ({devices})."
+            )
+
+    def num_steps(self, steps_per_epoch: int) -> int:
+        """The run's length in steps (`train.num_steps`, or `num_epochs` rounded up)."""
+        return lengths.steps("num", self.config.train, steps_per_epoch, round_up=True)
+
+    def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
+        """The optax chain of `config.optim` with schedules over this run's length."""
+        return optim.create_optimizer(
+            self.config.optim,
+            self.variable_shapes["params"],
+            self.method.param_groups(),
+            total_steps=max(self.num_steps(steps_per_epoch), 1),
+            steps_per_epoch=steps_per_epoch,
+        )
+
+    def abstract_state(self, tx: optax.GradientTransformation, mesh) -> state.TrainState:
+        """The train state's shapes, dtypes and shardings (what checkpoints restore into)."""
+        return state.abstract_state(tx, self.variable_shapes, mesh, self.ema)
+
+    def create_state(self, tx: optax.GradientTransformation, variables: dict, mesh):
+        """The train state at step 0 around `variables`, replicated over `mesh`."""
+        return state.create_train_state(tx, variables, mesh, self.ema)
+
+    def train_step(self, tx: optax.GradientTransformation, mesh):
+        """The jitted train step (`loop.step.make_train_step`)."""
+        from fgvc_jax.loop import step
+
+        return step.make_train_step(self.method, tx, self.config, mesh, ema_decay=self.ema_decay)
+
+    def eval_step(self, mesh):
+        """The jitted eval step (`loop.step.make_eval_step`)."""
+        from fgvc_jax.loop import step
+
+        return step.make_eval_step(self.method, mesh)
