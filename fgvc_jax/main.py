@@ -15,6 +15,7 @@ import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # nor its oneDNN notice (TF only reads data)
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -97,10 +98,16 @@ def check_command_line(argv: list[str]) -> None:
 
 
 def _quiet_libraries() -> None:
-    """Keep the console to the trainer's own lines: INFO chatter of orbax is dropped."""
+    """Keep the console to the trainer's own lines: INFO chatter of orbax and JAX (e.g.
+    "Unable to initialize backend 'tpu'") is dropped, and TFDS's lines below ERROR (the
+    dataset preparation prints its own)."""
 
     def keep(record) -> bool:
-        return record.levelno >= 30 or "/orbax/" not in record.pathname  # 30: WARNING
+        if "/tensorflow_datasets/" in record.pathname:
+            return record.levelno >= 40  # 40: ERROR
+        return record.levelno >= 30 or not any(  # 30: WARNING
+            p in record.pathname for p in ("/orbax/", "/jax/", "/jaxlib/")
+        )
 
     logging.get_absl_handler().addFilter(keep)
 

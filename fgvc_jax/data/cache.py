@@ -132,9 +132,14 @@ def _build(source, path: Path, meta: dict, workers: int) -> None:
         labels[i] = int(record["label"])
 
     try:
+        from fgvc_jax.run.log import Progress
+
+        bar = Progress(f"Building the decoded cache {path.name}", n)
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for f in [pool.submit(task, i) for i in range(n)]:
+            for i, f in enumerate([pool.submit(task, i) for i in range(n)], 1):
                 f.result()
+                bar.update(i)
+        bar.close()
         images.flush()
         del images
         np.save(tmp / "labels.npy", labels)

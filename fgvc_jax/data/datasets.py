@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -118,8 +119,44 @@ def _prepared_builder(config) -> tfds.core.DatasetBuilder:
         if not b.is_prepared():
             b = _prepare_release(config, cls, b, manual, data_dir / "downloads" / "extracted", kw)
     if not b.is_prepared():
-        b.download_and_prepare()
+        _prepare_locally(b, config.name)
     return b
+
+
+def _prepare_locally(b, name: str) -> None:
+    """`b.download_and_prepare()` of a dataset made from local files or generated, with our
+    own console lines (what, where, progress) instead of TFDS's download-size line and bars."""
+    from tensorflow_datasets.core import utils
+
+    from fgvc_jax.run.log import Progress, eta
+
+    t0 = time.perf_counter()
+    print(f"Preparing dataset {name} in {b.data_dir} (once; later runs reuse it).", flush=True)
+    b._log_download_bytes = b._log_download_done = lambda: None  # TFDS's own lines
+
+    def quiet_tqdm(iterable=None, *args, desc="", total=None, **kw):
+        split = re.fullmatch(r"Generating (\S+) examples\.\.\.", desc or "")
+        if split is None:
+            return utils.EmptyTqdm(iterable)
+        return _counted(iterable, Progress(f"Preparing {name} {split.group(1)}", total))
+
+    original, utils.tqdm = utils.tqdm, quiet_tqdm
+    tfds.disable_progress_bar()
+    try:
+        b.download_and_prepare()
+    finally:
+        utils.tqdm = original
+        tfds.enable_progress_bar()
+    sizes = ", ".join(f"{k} {v.num_examples}" for k, v in sorted(b.info.splits.items()))
+    print(f"Dataset {name} prepared in {eta(time.perf_counter() - t0)}: {sizes} images.")
+
+
+def _counted(iterable, bar):
+    """`iterable`, reporting each item to the progress `bar`."""
+    for i, item in enumerate(iterable, 1):
+        bar.update(i)
+        yield item
+    bar.close()
 
 
 def _folder_changed(b) -> bool:

@@ -50,8 +50,8 @@ def params_fingerprint(params) -> str:
 
 
 def _log_overview(run: Experiment, params, workdir: str) -> None:
-    """The parameter table (once per workdir: also written to `<workdir>/parameters.txt`;
-    again on the console with --verbosity=1) and the parameter groups."""
+    """The parameter table (written once per workdir to `<workdir>/parameters.txt`; on the
+    console only with --verbosity=1) and the parameter groups."""
     if jax.process_index() != 0:
         return
     path = os.path.join(workdir, "parameters.txt")
@@ -59,7 +59,7 @@ def _log_overview(run: Experiment, params, workdir: str) -> None:
         table = parameter_overview.get_parameter_overview(params)
         with open(path, "w") as f:
             f.write(table + "\n")
-        logging.info("Parameters (also in %s):\n%s", path, table)
+        logging.vlog(1, "Parameters (also in %s):\n%s", path, table)
     labels = optim.group_labels(params, run.method.param_groups())
     counts: dict[str, int] = {}
     for label, p in zip(jax.tree.leaves(labels), jax.tree.leaves(params)):

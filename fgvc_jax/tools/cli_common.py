@@ -8,6 +8,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # nor its oneDNN notice
 
 from absl import flags  # noqa: E402
 
