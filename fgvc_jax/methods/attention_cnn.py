@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fgvc_jax.layers import ScaledSelfAttention
-from fgvc_jax.methods import losses
+from fgvc_jax.methods import losses, registry
 from fgvc_jax.methods.base import Method, Outputs
 
 
@@ -43,6 +43,8 @@ class AttentionCNN(nn.Module):
 class AttentionCNNMethod(Method):
     """Config fields: widths, hidden, dropout, image_size (the input it is built for)."""
 
+    twin = "fgvc_jax.reference.attention_cnn:AttentionCNN"
+
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int, dtype=jnp.float32):
         super().__init__(config, num_classes, dtype)
         self._network = AttentionCNN(
@@ -66,3 +68,6 @@ class AttentionCNNMethod(Method):
 
     def param_groups(self):
         return {"new": r".*"}
+
+
+registry.register("attention_cnn", AttentionCNNMethod)

@@ -51,6 +51,10 @@ class Method(abc.ABC):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    #: The PyTorch twin checked against this method ("module:Class", built as
+    #: `Class(config.method, num_classes)`, see `fgvc_jax.reference.twin`); None: none.
+    twin: str | None = None
+
     def __init__(
         self, config: ml_collections.ConfigDict, num_classes: int, dtype: Any = jnp.float32
     ):

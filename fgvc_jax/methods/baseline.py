@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fgvc_jax.methods import backbone as backbone_lib
+from fgvc_jax.methods import registry
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod
 
@@ -33,6 +34,7 @@ class Baseline(BackboneMethod):
     """Plain fine-tuning: loss CE(main) (optional label smoothing); prediction softmax(main)."""
 
     Net = Classifier
+    twin = "fgvc_jax.reference.baseline:Baseline"
 
     def loss(self, outputs, labels, targets=None):
         ce = self.ce(outputs.logits["main"], labels, targets)
@@ -49,3 +51,7 @@ class BaselineSwin(Baseline):
     @classmethod
     def defaults(cls, size):
         return backbone_lib.swin_fields(size)
+
+
+registry.register("baseline_resnet", BaselineResNet)
+registry.register("baseline_swin", BaselineSwin)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers import CRAM, SMRAM
 from fgvc_jax.methods import backbone as backbone_lib
-from fgvc_jax.methods import losses
+from fgvc_jax.methods import losses, registry
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod, channel_mean, mean_softmax
 
@@ -130,6 +130,8 @@ class CRASMRA(BackboneMethod):
     Table 3), smram_down, alpha (α, on each stage CE), beta (β, on CE_concat), gamma (γ, on
     L_div; 0 = CRAM only)."""
 
+    twin = "fgvc_jax.reference.cra_smra:CRASMRA"
+
     Net = CRASMRANet
 
     @classmethod
@@ -172,3 +174,6 @@ class CRASMRA(BackboneMethod):
         """Backbone and SMRAM at the backbone lr (2e-4); CRAM, ConvLayers, heads 'new' (6e-3,
         choice: the paper gives 6e-3 for CRAM only)."""
         return {"backbone": r"^(backbone|smram)/", "new": r".*"}
+
+
+registry.register("cra_smra", CRASMRA)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers import MAEA, erase_mask
 from fgvc_jax.methods import backbone as backbone_lib
+from fgvc_jax.methods import registry
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod, avg_max_pool, channel_mean
 from fgvc_jax.runtime.precision import upcast
@@ -108,6 +109,8 @@ class MAEAMethod(BackboneMethod):
     erase ('soft' | 'hard'), erase_theta (θ), erase_rounds, erase_into_trunk, branch_weight
     (λ)."""
 
+    twin = "fgvc_jax.reference.ma_ea:MAEA"
+
     Net = MAEANet
 
     @classmethod
@@ -128,3 +131,6 @@ class MAEAMethod(BackboneMethod):
         terms = {f"ce_{k}": self.ce(v, labels, targets) for k, v in outputs.logits.items()}
         branches = sum(v for k, v in terms.items() if k != "ce_main")
         return terms["ce_main"] + self.config.branch_weight * branches, terms
+
+
+registry.register("ma_ea", MAEAMethod)

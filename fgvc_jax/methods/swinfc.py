@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from fgvc_jax.layers import EACA, FFM, select_tokens
 from fgvc_jax.methods import backbone as backbone_lib
-from fgvc_jax.methods import losses
+from fgvc_jax.methods import losses, registry
 from fgvc_jax.methods.base import Outputs
 from fgvc_jax.methods.common import BackboneMethod, mean_softmax, swin_trunk
 
@@ -91,6 +91,8 @@ class SwinFC(BackboneMethod):
     ffm_scale (1.0, Eq. 12 | 0.001, FBSD), use_fsm, stage_weights (β2..β4, Eq. 16),
     con_margin (α, Eq. 15), con_weight."""
 
+    twin = "fgvc_jax.reference.swinfc:SwinFC"
+
     Net = SwinFCNet
 
     @classmethod
@@ -125,3 +127,6 @@ class SwinFC(BackboneMethod):
 
     def predict(self, outputs):
         return mean_softmax(outputs.logits, ["trunk"] + [f"stage{s}" for s in BRANCH_STAGES])
+
+
+registry.register("swinfc", SwinFC)

@@ -1,22 +1,23 @@
-"""Twins by method name."""
+"""Twins by method name: a method names its twin (`Method.twin`, "module:Class")."""
 
 from __future__ import annotations
+
+import importlib
+
+from fgvc_jax.methods import registry as methods
+
+
+def twin_class(name: str):
+    """The twin class of method `name` (imports torch)."""
+    methods.default_config(name)  # an unknown name: one clear error
+    path = methods.METHODS[name].twin
+    if not path:
+        with_twin = sorted(n for n, m in methods.METHODS.items() if m.twin)
+        raise ValueError(f"no PyTorch twin for method {name!r}; valid: {', '.join(with_twin)}")
+    module, _, cls = path.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def build(config, num_classes: int):
     """The twin of `config.name` (a `config.method` ConfigDict), in eval mode."""
-    from fgvc_jax.reference import attention_cnn, baseline, cra_smra, ma_ea, swinfc
-
-    twins = {
-        "baseline_resnet": baseline.Baseline,
-        "baseline_swin": baseline.Baseline,
-        "ma_ea": ma_ea.MAEA,
-        "cra_smra": cra_smra.CRASMRA,
-        "swinfc": swinfc.SwinFC,
-        "attention_cnn": attention_cnn.AttentionCNN,
-    }
-    if config.name not in twins:
-        raise ValueError(
-            f"no PyTorch twin for method {config.name!r}; valid: {', '.join(sorted(twins))}"
-        )
-    return twins[config.name](config, num_classes).eval()
+    return twin_class(config.name)(config, num_classes).eval()

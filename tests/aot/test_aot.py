@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from fgvc_jax import aot
+from fgvc_jax.methods import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 H100_BYTES = 80 * 2**30
@@ -65,9 +66,13 @@ def test_resnet50_train_step_compiles_for_h100_with_default_xla_flags():
     assert 85 < r["train_gflops_per_image"] < 110, r["train_gflops_per_image"]
 
 
-@pytest.mark.parametrize("method", ["ma_ea", "cra_smra", "baseline_swin", "swinfc"])
+@pytest.mark.parametrize(
+    "method",
+    # baseline_resnet: the test above
+    [m for m in sorted(registry.METHODS) if registry.has_paper_size(m) and m != "baseline_resnet"],
+)
 def test_paper_size_train_step_compiles_and_fits_on_h100(method):
-    resnet = method in ("ma_ea", "cra_smra")
+    resnet = registry.default_config(method).backbone.startswith("resnet")
     r = _report(
         "--config",
         f"configs/{method}.py:cub",
@@ -88,9 +93,7 @@ def test_paper_size_train_step_compiles_and_fits_on_h100(method):
         assert 260 < r["train_gflops_per_image"] < 320, r["train_gflops_per_image"]
 
 
-@pytest.mark.parametrize(
-    "method", ["baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc", "attention_cnn"]
-)
+@pytest.mark.parametrize("method", sorted(registry.METHODS))
 def test_cpu_size_train_step_compiles_for_tpu_v5e_with_gradient_all_reduce(method):
     r = _report(
         "--config", f"configs/{method}.py:synthetic", "--target", "tpu-v5e:2x2", "--steps", "train"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fgvc_jax.methods import registry
-from tests.reference.torch_compat import timm, torchvision
+from fgvc_jax.reference.torch_import import timm, torchvision
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ def _n_torch(model):
 
 
 @pytest.mark.parametrize(
-    "name", ["baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc"]
+    "name", [n for n in sorted(registry.METHODS) if registry.has_paper_size(n)]
 )
 def test_full_size_forward_loss_gradient(name):
     classes = 1000 if name.startswith("baseline") else 200

@@ -19,8 +19,10 @@ pytest.importorskip("torch")
 
 from fgvc_jax.methods import registry  # noqa: E402
 from fgvc_jax.reference import parity, weights  # noqa: E402
+from fgvc_jax.reference import registry as twins  # noqa: E402
+from fgvc_jax.reference.twin import Twin  # noqa: E402
 
-METHODS = ["baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc", "attention_cnn"]
+METHODS = sorted(registry.METHODS)
 FLOAT64 = 1e-10
 
 
@@ -122,11 +124,14 @@ def test_a_wrong_choice_on_our_side_is_detected(name, train, ours, twin, row):
     assert r.rel > 1e-3, parity.table(rows)
 
 
-@pytest.mark.parametrize("name", ["ma_ea", "swinfc", "attention_cnn"])
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_names_its_twin(name):
+    assert issubclass(twins.twin_class(name), Twin)
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_weight_map_round_trip(name):
     import jax
-
-    from fgvc_jax.reference import registry as twins
 
     cfg = registry.default_config(name, "cpu")
     method = registry.create(cfg, 7)
@@ -143,15 +148,7 @@ def test_weight_map_round_trip(name):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-FULL = [
-    ("baseline_resnet", {}),
-    ("baseline_swin", {}),
-    ("ma_ea", {}),
-    ("cra_smra", {}),
-    ("cra_smra", {"backbone": "densenet161"}),
-    ("swinfc", {}),
-    ("attention_cnn", {}),
-]
+FULL = [(name, {}) for name in METHODS] + [("cra_smra", {"backbone": "densenet161"})]
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-METHODS = ("baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc", "attention_cnn")
 
 
 def tiny_args(method: str, workdir, data_dir, *extra) -> list[str]:
