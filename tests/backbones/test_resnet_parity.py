@@ -6,7 +6,7 @@ import pytest
 from fgvc_jax.backbones.resnet import multiscale_pool
 from fgvc_jax.convert import build, load_pretrained
 from fgvc_jax.convert import torch_reference as ref
-from tests.reference.torch_compat import torch
+from fgvc_jax.reference.torch_import import torch
 from tests.reference.weights import flat_numpy, random_images, saved_reference
 
 TOL = 1e-4  # max abs difference relative to the output's max magnitude (issue 2)

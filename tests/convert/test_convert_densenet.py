@@ -17,7 +17,7 @@ from fgvc_jax.convert import (
     read_state_dict,
     store,
 )
-from tests.reference.torch_compat import torch
+from fgvc_jax.reference.torch_import import torch
 from tests.reference.weights import saved_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

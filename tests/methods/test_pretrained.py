@@ -7,7 +7,7 @@ import pytest
 
 from fgvc_jax.convert import load_pretrained
 from fgvc_jax.methods import merge_backbone, registry
-from tests.reference.torch_compat import torch
+from fgvc_jax.reference.torch_import import torch
 from tests.reference.weights import random_images, saved_reference
 
 K = 10

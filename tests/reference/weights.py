@@ -3,7 +3,7 @@
 import numpy as np
 
 from fgvc_jax.convert import torch_reference
-from tests.reference.torch_compat import torch
+from fgvc_jax.reference.torch_import import torch
 
 
 def randomize_batch_norm(model, seed: int = 0):
