@@ -68,6 +68,9 @@ def default_config(name: str = "synthetic_fgvc") -> ml_collections.ConfigDict:
     # device (`fgvc_jax.data.augment.train_batch`), evaluation center-crops the cache on the
     # host. "none": decode and crop every image at every step (resize_mode 'shorter' always).
     c.cache = "decoded"
+    # Check every digest of the decoded cache when it is opened (its sizes and 8 random
+    # 16 MiB chunks per file are checked always; all of them after a build was killed).
+    c.verify_cache = False
     # Device-side augmentations beyond crop/flip/rotation/jitter, each off by default (the
     # papers' recipes do not use them); the values peers use are named per field.
     c.randaugment_ops = 0  # RandAugment N ops per image; DeiT/Swin (timm

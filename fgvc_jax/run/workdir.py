@@ -43,6 +43,7 @@ IGNORED = (
     "data.manual_dir",
     "data.num_workers",
     "data.prefetch",
+    "data.verify_cache",
     "train.log_every",
     "train.checkpoint_every",
     "train.keep",

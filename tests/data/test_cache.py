@@ -1,6 +1,9 @@
-"""The decoded cache: same pixels as the decode path, rebuilt when stale, never half reused."""
+"""The decoded cache: same pixels as the decode path, rebuilt when stale or damaged, never half
+reused; a full disk or a read-only data_dir is one error line."""
 
+import errno
 import json
+import os
 import subprocess
 import sys
 
@@ -185,3 +188,119 @@ def test_cache_setting_checked(config):
         cache.applies(_with(config, cache="decode"))
     assert not cache.applies(_with(config, resize_mode="shorter"))
     assert cache.applies(config)
+
+
+def _fresh(config, split, size, monkeypatch, chunk=None):
+    """A cache of `split` at `size` built now (with digests of `chunk` bytes if given)."""
+    if chunk:
+        monkeypatch.setattr(cache, "CHUNK", chunk)
+    path = cache.folder(config, split, size)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    return cache.load(config, split, size)
+
+
+def _flip(file, at):
+    with open(file, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete_images", "delete_labels"])
+def test_damaged_cache_is_named_and_rebuilt(config, monkeypatch, caplog, damage):
+    good = _fresh(config, "test", S, monkeypatch)
+    expected = (np.array(good.images), np.array(good.labels))
+    images, labels = good.path / "images.npy", good.path / "labels.npy"
+    if damage == "flip":
+        _flip(images, images.stat().st_size - 100)
+        why = (
+            f"{images} bytes 0-{images.stat().st_size} differ from those written (digest mismatch)"
+        )
+    elif damage == "truncate":
+        size = images.stat().st_size
+        os.truncate(images, size // 2)
+        why = f"{images} is {size // 2} bytes, {size} were written"
+    else:
+        (images if damage == "delete_images" else labels).unlink()
+        why = f"{images if damage == 'delete_images' else labels} is missing"
+    builds = _builds(monkeypatch)
+    with caplog.at_level("WARNING"):
+        again = cache.load(config, "test", S)
+    assert builds == [S]
+    assert f"Decoded cache damaged: {why}; rebuilding it." in caplog.text
+    np.testing.assert_array_equal(again.images, expected[0])
+    np.testing.assert_array_equal(again.labels, expected[1])
+    assert cache.load(config, "test", S) and builds == [S]  # verified: not rebuilt again
+
+
+def test_sampled_chunks_at_open_all_with_verify_cache_or_after_a_killed_build(
+    config, monkeypatch, caplog
+):
+    good = _fresh(config, "train", S, monkeypatch, chunk=4096)
+    images = good.path / "images.npy"
+    assert (
+        len(json.loads((good.path / "meta.json").read_text())["files"]["images.npy"]["blake2b"]) > 4
+    )
+    _flip(images, 5 * 4096 + 7)
+    builds = _builds(monkeypatch)
+    monkeypatch.setattr(cache, "SAMPLED", 0)  # no chunk sampled: only sizes are checked
+    cache.load(config, "train", S)
+    assert builds == []
+    with caplog.at_level("WARNING"):
+        cache.load(_with(config, verify_cache=True), "train", S)
+    assert builds == [S] and f"{images} bytes 20480-24576 differ" in caplog.text
+
+    # a build of this host killed (its .partial-* folder left): the next open checks all
+    _flip(images, 5 * 4096 + 7)
+    cache.load(config, "train", S)
+    assert builds == [S]
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    import socket
+
+    images.parent.with_name(f"{images.parent.name}.partial-{socket.gethostname()}-{dead}").mkdir()
+    cache.load(config, "train", S)
+    assert builds == [S, S]
+
+
+def test_full_disk_is_one_error_naming_the_folder_and_the_space(config, monkeypatch):
+    path = cache.folder(config, "test", S + 12)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(DataError) as e:
+        cache.load(config, "test", S + 12)
+    need = (10 * (S + 12) ** 2 * 3 + 4096) / 2**30
+    assert str(e.value).startswith(
+        f"No space for the decoded cache in {path.parent}: {need:.2f} GiB needed, "
+    )
+    assert "--config.data.cache=none" in str(e.value) and "\n" not in str(e.value)
+    assert not path.exists() and not list(path.parent.glob(path.name + ".partial-*"))
+
+
+def test_read_only_data_dir_without_a_cache_says_cache_none(config, monkeypatch):
+    path = cache.folder(config, "test", S + 16)
+    mkdir = type(path).mkdir
+
+    def read_only(self, *a, **kw):
+        if str(self).startswith(str(path.parent)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(type(path), "mkdir", read_only)
+    with pytest.raises(DataError) as e:
+        cache.load(config, "test", S + 16)
+    line = str(e.value)
+    assert line.startswith(f"The decoded cache {path} cannot be built: {path.parent}")
+    assert line.endswith(
+        " cannot be written (Read-only file system). Make data.data_dir writable, or train "
+        "with --config.data.cache=none (every image decoded at every step)."
+    )
+    assert "\n" not in line and not path.exists()
