@@ -98,18 +98,15 @@ def swinfc_step_seconds(batch: int, repeats: int) -> tuple[float, int]:
     """Median seconds of the CPU-size SwinFC train step (configs/swinfc.py:synthetic) at
     `batch`, and its image size."""
     from bench import train_step as tsb
-    from fgvc_jax.loop import state as state_lib
-    from fgvc_jax.loop import step as step_lib
     from fgvc_jax.runtime import parallel
 
     config = tsb._config("swinfc", "synthetic")
     config.train.batch_size = batch
     mesh = parallel.make_mesh()
     s = config.method.image_size
-    method, tx, _ = tsb._setup(config, 200, s)
-    variables = state_lib.init_variables(method, (s, s, 3), 0, method.dtype)
-    state = state_lib.create_train_state(tx, variables, mesh)
-    step = step_lib.make_train_step(method, tx, config, mesh)
+    recipe, tx = tsb._setup(config, 200)
+    state = recipe.create_state(tx, recipe.init_variables(), mesh)
+    step = recipe.train_step(tx, mesh)
     r = np.random.default_rng(0)
     data_ = parallel.host_to_global(
         {

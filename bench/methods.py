@@ -74,26 +74,15 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     import jax
 
     from fgvc_jax.data import preprocess
-    from fgvc_jax.loop import optim
-    from fgvc_jax.loop import state as state_lib
-    from fgvc_jax.loop import step as step_lib
+    from fgvc_jax.recipe import Recipe
     from fgvc_jax.runtime import parallel
 
     config = method_config(name, batch, bf16)
-    method = state_lib.create_method(config, NUM_CLASSES)
-    size = int(config.data.crop)
-    dtype = method.dtype
+    recipe = Recipe(config, NUM_CLASSES)
+    method, dtype, size = recipe.method, recipe.dtype, recipe.image_shape[0]
     mesh = parallel.make_mesh()
-    variables = state_lib.init_variables(method, (size, size, 3), config.seed, dtype)
-    tx = optim.create_optimizer(
-        config.optim,
-        variables["params"],
-        method.param_groups(),
-        total_steps=1000,
-        steps_per_epoch=100,
-    )
-    state = state_lib.create_train_state(tx, variables, mesh)
-    del variables
+    tx = recipe.optimizer(steps_per_epoch=100)  # the schedule's length does not change the cost
+    state = recipe.create_state(tx, recipe.init_variables(), mesh)
     rng = np.random.default_rng(0)
     batch_host = {
         "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
@@ -101,7 +90,7 @@ def prepare_jax(name: str, batch: int, bf16: bool) -> dict:
     }
     data = parallel.host_to_global(batch_host, mesh)
 
-    step_fn = step_lib.make_train_step(method, tx, config, mesh)
+    step_fn = recipe.train_step(tx, mesh)
     t0 = time.perf_counter()
     step = step_fn.lower(state, data).compile()
     train_compile = time.perf_counter() - t0

@@ -20,9 +20,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fgvc_jax.loop import optim, train  # noqa: E402
-from fgvc_jax.loop import state as state_lib
-from fgvc_jax.loop import step as step_lib
+from fgvc_jax.loop import train
+from fgvc_jax.recipe import Recipe  # noqa: E402
 from fgvc_jax.runtime import parallel
 
 PAPER = ("baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc")
@@ -34,13 +33,11 @@ def _config(method: str, arg: str):
     return importlib.import_module(f"configs.{method}").get_config(arg)
 
 
-def _setup(config, num_classes: int, image: int):
-    method = state_lib.create_method(config, num_classes)
-    shapes = state_lib.variable_shapes(method, (image, image, 3), 0, method.dtype)
-    tx = optim.create_optimizer(
-        config.optim, shapes["params"], method.param_groups(), total_steps=1000, steps_per_epoch=100
-    )
-    return method, tx, shapes
+def _setup(config, num_classes: int):
+    """The run's recipe and its optimizer (the schedule's length does not change the step's
+    cost: 100 steps an epoch)."""
+    recipe = Recipe(config, num_classes)
+    return recipe, recipe.optimizer(steps_per_epoch=100)
 
 
 def overhead(method_name: str, steps: int, data_dir: str) -> dict:
@@ -57,10 +54,9 @@ def overhead(method_name: str, steps: int, data_dir: str) -> dict:
         full = json.load(open(os.path.join(workdir, "eval.json")))["train_steps_per_sec"]
     mesh = parallel.make_mesh()
     s = config.method.image_size
-    method, tx, _ = _setup(config, config.data.synthetic.num_classes, s)
-    variables = state_lib.init_variables(method, (s, s, 3), 0, method.dtype)
-    state = state_lib.create_train_state(tx, variables, mesh)
-    step = step_lib.make_train_step(method, tx, config, mesh)
+    recipe, tx = _setup(config, config.data.synthetic.num_classes)
+    state = recipe.create_state(tx, recipe.init_variables(), mesh)
+    step = recipe.train_step(tx, mesh)
     r = np.random.default_rng(0)
     b = config.train.batch_size
     batch = parallel.host_to_global(
@@ -93,15 +89,16 @@ def memory(method_name: str, num_classes: int = 200) -> dict:
     config.train.dtype = "bfloat16"
     mesh = parallel.make_mesh(jax.devices()[:1])
     s = config.method.image_size
-    method, tx, shapes = _setup(config, num_classes, s)
+    recipe, tx = _setup(config, num_classes)
+    shapes = recipe.variable_shapes
     dat = parallel.data_sharded(mesh)
-    state = state_lib.abstract_state(tx, shapes, mesh)  # shapes, no values
+    state = recipe.abstract_state(tx, mesh)  # shapes, no values
     b = config.train.batch_size
     batch = {
         "image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.uint8, sharding=dat),
         "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=dat),
     }
-    step = step_lib.make_train_step(method, tx, config, mesh)
+    step = recipe.train_step(tx, mesh)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0

@@ -9,7 +9,8 @@ fits: XLA's memory analysis per device, the FLOPs of one step (XLA's HLO cost an
 unoptimised module: on the optimised GPU module cuBLAS/cuDNN calls count as zero), the
 collectives of the compiled program, and a roofline bound (FLOPs / the target's dense bf16
 peak). The step is built and jitted exactly as the trainer does (`step.make_train_step`);
-the dataset is never read: its class count comes from `NUM_CLASSES` (or --num_classes).
+the dataset is never read: its class count is the dataset's published one (`data.config.known_num_classes`) or
+--num_classes.
 """
 
 from __future__ import annotations
@@ -55,19 +56,6 @@ def _define_flags() -> None:
     )
     flags.mark_flags_as_required(["config"])
 
-
-#: Classes of each dataset (train split and test split share them); 'fgvc_aircraft' per
-#: config.data.label_level (FGVC-Aircraft 2013b: 100 variants, 70 families, 30 makers).
-NUM_CLASSES = {
-    "cub": 200,
-    "stanford_dogs": 120,
-    "stanford_cars": 196,
-    "nabirds": 555,
-    "webfg_bird": 200,
-    "webfg_aircraft": 100,
-    "webfg_car": 196,
-}
-AIRCRAFT_CLASSES = {"variant": 100, "family": 70, "manufacturer": 30}
 
 #: GPU targets: (target config file, topology "partitions x hosts x GPUs per host").
 GPU_TARGETS = {
@@ -151,20 +139,18 @@ def prepare_environment(argv: list[str]) -> None:
 
 
 def num_classes_of(data_config, override: int = 0) -> int:
-    """The class count of the config's dataset, without reading it."""
+    """The class count of the config's dataset without reading it (--num_classes wins)."""
     if override:
         return override
-    name = data_config.name
-    if name == "synthetic_fgvc":
-        return int(data_config.synthetic.num_classes)
-    if name == "fgvc_aircraft":
-        return AIRCRAFT_CLASSES[data_config.label_level]
-    if name not in NUM_CLASSES:
+    from fgvc_jax.data import config as data_config_lib  # imports jax: after the platform
+
+    known = data_config_lib.known_num_classes(data_config)
+    if known is None:
         raise ValueError(
-            f"config.data.name={name!r}: its class count is unknown before the "
+            f"config.data.name={data_config.name!r}: its class count is unknown before the "
             "dataset is prepared; pass --num_classes"
         )
-    return NUM_CLASSES[name]
+    return known
 
 
 def target_devices(target: dict) -> list:
@@ -187,33 +173,20 @@ def target_devices(target: dict) -> list:
 
 
 def _steps(config, mesh, num_classes: int):
-    """{'train': (jitted step, abstract args), 'eval': (...)} built the trainer's way: train
-    batches of uncropped S×S images when they are augmented on the device (the decoded
-    cache), else of C×C crops; eval batches of C×C crops.
+    """{'train': (jitted step, abstract args), 'eval': (...)} of the run's recipe, built the
+    trainer's way (`fgvc_jax.recipe.Recipe`): train batches of the recipe's host batch size
+    (uncropped S×S when augmented on the device, else C×C), eval batches of eval crops.
 
-    The schedule's length is nominal (100 steps an epoch): it changes constants of the
-    program, not its shapes, memory or FLOPs."""
-    import jax
+    The learning-rate schedule is built for one step an epoch (the dataset's size is not
+    read): its length changes constants of the program, not its shapes, memory or FLOPs."""
+    import jax  # jax only after `prepare_environment` (it chooses the platform)
     import jax.numpy as jnp
 
-    from fgvc_jax.data import cache
-    from fgvc_jax.loop import lengths, optim, state, step
+    from fgvc_jax.recipe import Recipe
     from fgvc_jax.runtime import parallel
 
-    method = state.create_method(config, num_classes)
-    crop = int(config.data.crop)
-    train_size = int(config.data.resize) if cache.applies(config.data) else crop
-    shapes = state.variable_shapes(
-        method, (crop, crop, 3), config.seed, state.compute_dtype(config)
-    )
-    per_epoch = 100
-    tx = optim.create_optimizer(
-        config.optim,
-        shapes["params"],
-        method.param_groups(),
-        total_steps=max(lengths.steps("num", config.train, per_epoch, round_up=True), 1),
-        steps_per_epoch=per_epoch,
-    )
+    recipe = Recipe(config, num_classes)
+    tx = recipe.optimizer(steps_per_epoch=1)
     dat = parallel.data_sharded(mesh)
 
     def batch(n, size, **extra):
@@ -223,16 +196,16 @@ def _steps(config, mesh, num_classes: int):
         }
         return b | {k: jax.ShapeDtypeStruct((n,), v, sharding=dat) for k, v in extra.items()}
 
-    train_state = state.abstract_state(tx, shapes, mesh)
-    eval_n = config.train.get("eval_batch_size", 0) or config.train.batch_size
+    train_state = recipe.abstract_state(tx, mesh)
+    eval_size = recipe.eval_image_shape[0]
     return {
         "train": (
-            step.make_train_step(method, tx, config, mesh),
-            (train_state, batch(config.train.batch_size, train_size)),
+            recipe.train_step(tx, mesh),
+            (train_state, batch(recipe.batch_size, recipe.train_batch_size_px)),
         ),
         "eval": (
-            step.make_eval_step(method, mesh),
-            (train_state.variables(), batch(eval_n, int(config.data.eval_crop), mask=jnp.bool_)),
+            recipe.eval_step(mesh),
+            (train_state.variables(), batch(recipe.eval_batch_size, eval_size, mask=jnp.bool_)),
         ),
     }
 

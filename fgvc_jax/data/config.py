@@ -20,6 +20,18 @@ NAMES = (
     "folder",
 )
 LABEL_LEVELS = ("variant", "family", "manufacturer")
+#: Published class counts (train and test splits share them); FGVC-Aircraft 2013b per
+#: label_level: 100 variants, 70 families, 30 manufacturers.
+NUM_CLASSES = {
+    "cub": 200,
+    "stanford_dogs": 120,
+    "stanford_cars": 196,
+    "nabirds": 555,
+    "webfg_bird": 200,
+    "webfg_aircraft": 100,
+    "webfg_car": 196,
+}
+AIRCRAFT_CLASSES = {"variant": 100, "family": 70, "manufacturer": 30}
 
 
 def check_name(name: str) -> None:
@@ -28,6 +40,16 @@ def check_name(name: str) -> None:
             f"Unknown dataset {name!r}; valid names: {', '.join(NAMES)}."
             + did_you_mean(name, NAMES)
         )
+
+
+def known_num_classes(config) -> int | None:
+    """The class count of dataset `config.name` known without preparing it (None for a
+    user's folder)."""
+    if config.name == "synthetic_fgvc":
+        return int(config.synthetic.num_classes)
+    if config.name == "fgvc_aircraft":
+        return AIRCRAFT_CLASSES[config.label_level]
+    return NUM_CLASSES.get(config.name)
 
 
 def default_config(name: str = "synthetic_fgvc") -> ml_collections.ConfigDict:

@@ -1,58 +1,47 @@
-"""What a run is, built once from its config: the prepared dataset, the method, the device
-mesh, the batch sizes and the run lengths in steps; its iterators, optimizer and initial
-variables. The trainer's loop, `--mode eval` and the benchmarks start from here."""
+"""What a run is: its recipe (`fgvc_jax.recipe`, pure) with the prepared dataset, the
+device mesh and the run lengths in steps; its iterators, optimizer and initial variables.
+The trainer's loop and `--mode eval` start from here."""
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
+from jax.experimental import multihost_utils
 
+from fgvc_jax import data
+from fgvc_jax import recipe as recipe_lib
+from fgvc_jax.convert.pretrained import load_pretrained, merge_variables
 from fgvc_jax.data import datasets, splits
-from fgvc_jax.loop import lengths, optim, state
-from fgvc_jax.run import checkpoints as ckpt_lib
+from fgvc_jax.recipe import lengths
+from fgvc_jax.run import trained
 from fgvc_jax.runtime import parallel
 
 
 def _prepare_data(data, config: ml_collections.ConfigDict):
     """`data.prepare` on process 0 first (it may build the dataset into a shared data_dir),
     then on the others once it is there."""
-    import jax
-
     if jax.process_count() == 1:
         return data.prepare(config)
-    from jax.experimental import multihost_utils
-
     info = data.prepare(config) if jax.process_index() == 0 else None
     multihost_utils.sync_global_devices("fgvc_jax:prepare_data")
     return info if info is not None else data.prepare(config)
 
 
 class Experiment:
-    """The run of `config`: `info` (dataset), `method`, `mesh`, `dtype`, `batch_size`,
-    `eval_batch_size`, `steps_per_epoch`, `num_steps`, `eval_every` (steps; 0 = never)."""
+    """The run of `config`: its `recipe` (method, shapes, optimizer: `fgvc_jax.recipe`) with
+    the prepared dataset (`info`, `splits`), the device `mesh` and the run lengths in steps
+    (`steps_per_epoch`, `num_steps`, `eval_every`; 0 = never)."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        from fgvc_jax import data
-        from fgvc_jax.data import preprocess
-
+        recipe_lib.check(config)  # dtype and augmentation: before any work
         self.config, self.data = config, data
-        self.dtype = state.compute_dtype(config)
-        preprocess.Augment.train(config.data)  # crop/resize/mode checked before any work
-        preprocess.Augment.eval(config.data)
         self.mesh = parallel.make_mesh()
-        t = config.train
-        self.batch_size = t.batch_size
-        self.eval_batch_size = t.get("eval_batch_size", 0) or self.batch_size
-        parallel.check_batch_size(self.batch_size, self.mesh)
-        parallel.check_batch_size(self.eval_batch_size, self.mesh, "train.eval_batch_size")
-        if self.batch_size % (config.optim.accumulate * self.mesh.devices.size):
-            raise ValueError(
-                f"config.train.batch_size={self.batch_size} must be a multiple of "
-                f"config.optim.accumulate ({config.optim.accumulate}) x devices "
-                f"({self.mesh.devices.size})."
-            )
+        recipe_lib.check_batch_sizes(config, self.mesh)
         self.info = _prepare_data(data, config.data)
-        self.method = state.create_method(config, self.info.num_classes)
+        self.recipe = recipe_lib.Recipe(config, self.info.num_classes)
+        self.method = self.recipe.method
+        self.batch_size, self.eval_batch_size = self.recipe.batch_size, self.recipe.eval_batch_size
         self.splits = splits.resolve(config.data)
         self.fit_size = splits.size(
             self.splits.fit,
@@ -60,13 +49,8 @@ class Experiment:
             lambda: datasets.data_source(config.data, self.splits.fit),
         )
         self.steps_per_epoch = lengths.steps_per_epoch(self.fit_size, self.batch_size)
-        self.num_steps = lengths.steps("num", t, self.steps_per_epoch, round_up=True)
-        self.eval_every = lengths.steps("eval_every", t, self.steps_per_epoch)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """The network's input (H, W, 3): the train crop."""
-        return (int(self.config.data.crop),) * 2 + (3,)
+        self.num_steps = self.recipe.num_steps(self.steps_per_epoch)
+        self.eval_every = lengths.steps("eval_every", config.train, self.steps_per_epoch)
 
     def train_iterator(self, start_step: int):
         """Batches of the fit split from `start_step` on."""
@@ -84,51 +68,32 @@ class Experiment:
             self.config.data, split=split, global_batch_size=self.eval_batch_size
         )
 
-    def variable_shapes(self) -> dict:
-        return state.variable_shapes(self.method, self.image_shape, self.config.seed, self.dtype)
-
-    def check_best_metric(self) -> None:
-        """`config.train.best_metric` names an evaluation metric of this method (checked at
-        the start, not at the first evaluation)."""
-        names = state.score_names(self.method, self.image_shape, self.config.seed, self.dtype)
-        valid = [f"{m}/{s}" for m in ("top1", "top5", "mean_class") for s in names]
-        if self.config.train.get("ema_decay", 0.0) > 0:
-            valid += [f"ema/{v}" for v in valid]
-        if self.config.train.best_metric not in valid:
-            raise ValueError(
-                f"config.train.best_metric={self.config.train.best_metric!r}; "
-                f"valid: {', '.join(valid)}"
-            )
-
     def initial_variables(self) -> dict:
         """Fresh variables, with what `config.init` names: an earlier run of this library
         (`from_workdir`: all its weights but those `dont_load` matches, strictly by name and
         shape) or a pretrained backbone (`pretrained`)."""
-        import jax
-
-        from fgvc_jax.methods.pretrained import merge_variables
-
-        variables = state.init_variables(
-            self.method, self.image_shape, self.config.seed, self.dtype
-        )
+        variables = self.recipe.init_variables()
         init = self.config.init
         source = init.get("from_workdir") or ""
         if source:
-            loaded, their = state.run_variables(source, self.mesh)
-            ours = self.config.method.name
-            if their.method.name != ours:
+            try:
+                their = trained.load(source)
+            except trained.ToolError as e:
+                raise ValueError(f"config.init.from_workdir={source!r}: {e}") from None
+            ours, theirs = self.config.method.name, their.config.method.name
+            if theirs != ours:
                 raise ValueError(
-                    f"config.init.from_workdir={source!r} is a {their.method.name!r}"
+                    f"config.init.from_workdir={source!r} is a {theirs!r}"
                     f" run; this run's method is {ours!r}: its weights do not fit."
                 )
             return merge_variables(
                 jax.device_get(variables),
-                jax.device_get(loaded),
+                jax.device_get(their.variables),
                 dont_load=init.get("dont_load", ""),
                 source_name=f"run {source}",
             )
         if init.get("pretrained"):
-            variables = ckpt_lib.load_pretrained(
+            variables = load_pretrained(
                 variables,
                 init.pretrained,
                 arch=self.method.backbone_arch,
@@ -137,11 +102,6 @@ class Experiment:
             )
         return variables
 
-    def optimizer(self, params) -> optax.GradientTransformation:
-        return optim.create_optimizer(
-            self.config.optim,
-            params,
-            self.method.param_groups(),
-            total_steps=self.num_steps,
-            steps_per_epoch=self.steps_per_epoch,
-        )
+    def optimizer(self) -> optax.GradientTransformation:
+        """The recipe's optimizer over this run's length."""
+        return self.recipe.optimizer(self.steps_per_epoch)

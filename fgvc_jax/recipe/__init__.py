@@ -2,7 +2,7 @@
 optimizer, train-state layout, batch sizes and EMA setting. Pure: it reads no dataset and no
 file, so every entry point stands on it — the trainer (`loop.experiment.Experiment` = recipe +
 data), `--mode eval`, the tools, `aot`, `compare` and bench/ — and each setting is derived
-here once.
+here once. The jitted steps: `recipe.train_step(tx, mesh)`, `recipe.eval_step(mesh)`.
 
 Input shapes: the network is defined at the train crop C (`image_shape`); host training
 batches are S×S when they are cropped on the device (the decoded cache), else C×C
@@ -18,8 +18,10 @@ import ml_collections
 import optax
 
 from fgvc_jax.data import cache, preprocess
-from fgvc_jax.recipe import lengths, optim, train_state as state
 from fgvc_jax.methods import registry
+from fgvc_jax.recipe import lengths, optim
+from fgvc_jax.recipe import train_state as state
+from fgvc_jax.runtime import parallel
 
 #: The compute dtypes (`config.train.dtype`); parameters always stay float32.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -35,20 +37,45 @@ def compute_dtype(config: ml_collections.ConfigDict):
     return DTYPES[name]
 
 
+def ema_decay(config: ml_collections.ConfigDict) -> float:
+    """`config.train.ema_decay`; 0 = no EMA of the weights."""
+    return float(config.train.get("ema_decay", 0.0))
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """The settings that need no dataset: compute dtype, crops and resize modes."""
+    compute_dtype(config)
+    preprocess.Augment.train(config.data)
+    preprocess.Augment.eval(config.data)
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, mesh) -> None:
+    """Both batch sizes split evenly over the devices of `mesh`, the train batch also into
+    the `optim.accumulate` micro-batches."""
+    batch = int(config.train.batch_size)
+    parallel.check_batch_size(batch, mesh)
+    eval_batch = int(config.train.get("eval_batch_size", 0) or batch)
+    parallel.check_batch_size(eval_batch, mesh, "train.eval_batch_size")
+    accumulate, devices = config.optim.accumulate, mesh.devices.size
+    if batch % (accumulate * devices):
+        raise ValueError(
+            f"config.train.batch_size={batch} must be a multiple of "
+            f"config.optim.accumulate ({accumulate}) x devices ({devices})."
+        )
+
+
 class Recipe:
     """What `config` computes with for a dataset of `num_classes` classes (no I/O)."""
 
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int):
         self.config, self.num_classes = config, int(num_classes)
+        check(config)
         self.dtype = compute_dtype(config)
-        preprocess.Augment.train(config.data)  # crop/resize/mode checked before any work
-        preprocess.Augment.eval(config.data)
         self.method = registry.create(config.method, self.num_classes, self.dtype)
         t = config.train
         self.batch_size = int(t.batch_size)
         self.eval_batch_size = int(t.get("eval_batch_size", 0) or t.batch_size)
-        self.ema_decay = float(t.get("ema_decay", 0.0))
-        self.ema = self.ema_decay > 0
+        self.ema = ema_decay(config) > 0
         crop = int(config.data.crop)
         self.image_shape = (crop, crop, 3)
         self.eval_image_shape = (int(config.data.eval_crop),) * 2 + (3,)
@@ -75,20 +102,6 @@ class Recipe:
         if best not in valid:
             raise ValueError(f"config.train.best_metric={best!r}; valid: {', '.join(valid)}")
 
-    def check_batch_sizes(self, mesh) -> None:
-        """Both batch sizes split evenly over the devices, the train batch also into the
-        `optim.accumulate` micro-batches."""
-        from fgvc_jax.runtime import parallel
-
-        parallel.check_batch_size(self.batch_size, mesh)
-        parallel.check_batch_size(self.eval_batch_size, mesh, "train.eval_batch_size")
-        accumulate, devices = self.config.optim.accumulate, mesh.devices.size
-        if self.batch_size % (accumulate * devices):
-            raise ValueError(
-                f"config.train.batch_size={self.batch_size} must be a multiple of "
-                f"config.optim.accumulate ({accumulate}) x devices ({devices})."
-            )
-
     def num_steps(self, steps_per_epoch: int) -> int:
         """The run's length in steps (`train.num_steps`, or `num_epochs` rounded up)."""
         return lengths.steps("num", self.config.train, steps_per_epoch, round_up=True)
@@ -112,13 +125,13 @@ class Recipe:
         return state.create_train_state(tx, variables, mesh, self.ema)
 
     def train_step(self, tx: optax.GradientTransformation, mesh):
-        """The jitted train step (`loop.step.make_train_step`)."""
-        from fgvc_jax.loop import step
+        """The trainer's jitted train step (`loop.step.make_train_step`)."""
+        from fgvc_jax.loop import step  # the loop stands on the recipe: imported on use
 
-        return step.make_train_step(self.method, tx, self.config, mesh, ema_decay=self.ema_decay)
+        return step.make_train_step(self.method, tx, self.config, mesh)
 
     def eval_step(self, mesh):
-        """The jitted eval step (`loop.step.make_eval_step`)."""
+        """The trainer's jitted eval step (`loop.step.make_eval_step`)."""
         from fgvc_jax.loop import step
 
         return step.make_eval_step(self.method, mesh)

@@ -1,27 +1,18 @@
-"""A method, its variables and its train state: created fresh, or restored from a workdir.
-
-The one place that goes config → `Method` → variable shapes → optimizer → train state (as
-scenic's `train_utils.initialize_model` / `restore_checkpoint`). The trainer restores the
-whole train state; the tools (`restore_variables`) restore params and batch_stats only,
-without building an optimizer.
+"""The train state and a network's fresh variables: what a checkpoint holds, its layout
+(shapes, dtypes, shardings) and step 0. Restoring one from a workdir is `fgvc_jax.run.restore`.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from fgvc_jax.runtime import parallel
-
-#: The compute dtypes (`config.train.dtype`); parameters always stay float32.
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @flax.struct.dataclass
@@ -40,21 +31,6 @@ class TrainState:
         if self.batch_stats:
             v["batch_stats"] = self.batch_stats
         return v
-
-
-def compute_dtype(config: ml_collections.ConfigDict):
-    """The run's compute dtype, decided once from `config.train.dtype`."""
-    name = config.train.dtype
-    if name not in DTYPES:
-        raise ValueError(f"config.train.dtype={name!r}; valid: {', '.join(DTYPES)}")
-    return DTYPES[name]
-
-
-def create_method(config: ml_collections.ConfigDict, num_classes: int):
-    """The `Method` of `config.method`, computing in `config.train.dtype`."""
-    from fgvc_jax.methods import registry
-
-    return registry.create(config.method, num_classes, compute_dtype(config))
 
 
 def _init(method, image_shape: tuple[int, ...], seed: int, dtype):
@@ -116,85 +92,9 @@ def abstract_state(
     """Shapes, dtypes and shardings of the train state around variables of `shapes`
     (`variable_shapes(...)`), replicated: what checkpoints are restored into."""
     fn = functools.partial(state_from_variables, tx, ema=ema)
-    return _with_sharding(jax.eval_shape(fn, shapes), parallel.replicated(mesh))
+    return with_sharding(jax.eval_shape(fn, shapes), parallel.replicated(mesh))
 
 
-def _with_sharding(tree, sharding):
+def with_sharding(tree, sharding):
+    """`tree` of shapes as ShapeDtypeStructs placed with `sharding`."""
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
-
-
-def restore_workdir_variables(
-    workdir: str, config: ml_collections.ConfigDict, shapes: dict, mesh, which: str = "best"
-) -> tuple[dict, int] | None:
-    """(variables, step) of the `which` checkpoint of `workdir` ('best' falls back to
-    'latest'), without the optimizer state; None when the workdir has no checkpoint."""
-    from absl import logging
-
-    from fgvc_jax.run import checkpoints as ckpt_lib
-
-    ckpts = ckpt_lib.Checkpoints(
-        workdir, keep=config.train.keep, best_metric=config.train.best_metric
-    )
-    try:
-        found = ckpts.candidates(which)
-    finally:
-        ckpts.close()
-    ema = config.train.get("ema_decay", 0.0) > 0
-    damaged = None
-    for directory, step in found:  # issue 16: a damaged checkpoint is skipped, not moved
-        try:
-            return restore_variables(
-                directory, shapes, mesh, ema=ema, method=config.method.name
-            ), step
-        except ckpt_lib.Damaged as e:
-            damaged = e
-            logging.warning("%s: trying the previous checkpoint", e)
-    if damaged is not None:
-        raise damaged
-    return None
-
-
-def restore_variables(
-    checkpoint_dir: str, shapes: dict, mesh, ema: bool = False, method: str | None = None
-) -> dict:
-    """{'params', ['batch_stats']} of the train-state checkpoint in `checkpoint_dir` (one
-    step's folder), replicated over `mesh`; with `ema`, the EMA weights as 'params'. The
-    optimizer state is not read."""
-    rep = parallel.replicated(mesh)
-    target = {k: _with_sharding(shapes[k], rep) for k in ("params", "batch_stats") if shapes.get(k)}
-    if ema:
-        target["ema_params"] = target.pop("params")
-    from fgvc_jax.run import checkpoints as ckpt_lib
-
-    # issue 16: shapes checked against the checkpoint's (`method` named), digest verified
-    restored = ckpt_lib.read_variables(checkpoint_dir, target, method)
-    if ema:
-        restored["params"] = restored.pop("ema_params")
-    return restored
-
-
-def run_variables(
-    workdir: str, mesh, which: str = "best"
-) -> tuple[dict, ml_collections.ConfigDict]:
-    """(variables, config) of an earlier run of this library in `workdir` (its best, else
-    latest, checkpoint; the EMA weights when it kept them), built from its config and
-    model.json alone."""
-    from fgvc_jax.run import model_card
-    from fgvc_jax.run import workdir as workdir_lib
-
-    card = model_card.read(workdir) if os.path.isdir(workdir) else None
-    saved = workdir_lib.run_config(workdir) if card is not None else None
-    if saved is None:
-        raise ValueError(
-            f"config.init.from_workdir={workdir!r} is not a run of this library "
-            "(expected config.json and model.json in it)."
-        )
-    config = ml_collections.ConfigDict(saved)
-    method = create_method(config, card["num_classes"])
-    shape = (int(config.data.crop),) * 2 + (3,)
-    restored = restore_workdir_variables(
-        workdir, config, variable_shapes(method, shape, config.seed, method.dtype), mesh, which
-    )
-    if restored is None:
-        raise ValueError(f"config.init.from_workdir={workdir!r} has no checkpoint.")
-    return restored[0], config

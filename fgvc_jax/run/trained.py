@@ -17,6 +17,13 @@ from typing import Any
 import jax
 import ml_collections
 
+from fgvc_jax import data
+from fgvc_jax.data import preprocess
+from fgvc_jax.recipe import Recipe
+from fgvc_jax.run import model_card, restore
+from fgvc_jax.run import workdir as workdir_lib
+from fgvc_jax.runtime import parallel
+
 CONFIG_FILE = "config.json"
 
 
@@ -39,8 +46,6 @@ class Trained:
 
     def normalize(self, images) -> jax.Array:
         """uint8 NHWC → the network's input (normalised, compute dtype)."""
-        from fgvc_jax.data import preprocess
-
         return preprocess.normalize(images, self.method.mean, self.method.std, self.method.dtype)
 
 
@@ -57,8 +62,6 @@ def read_config(
             "config the run was trained with, e.g. --config "
             "configs/<method>.py:<dataset> (with the same --config.* overrides)."
         )
-    from fgvc_jax.run import workdir as workdir_lib
-
     try:  # the latest start's config (config_history/), one line if corrupt (issue 16)
         return ml_collections.ConfigDict(workdir_lib.run_config(workdir))
     except workdir_lib.WorkdirError as e:
@@ -81,13 +84,9 @@ def check_workdir(workdir: str | None) -> str:
 def class_names_of(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
     """The class names the model was trained with, from `<workdir>/model.json` (no dataset
     needed); a run older than model cards prepares its dataset to find them."""
-    from fgvc_jax.run import model_card
-
     saved = model_card.read(workdir)
     if saved is not None:
         return list(saved["class_names"])
-    from fgvc_jax import data
-
     return list(data.prepare(config.data).class_names)
 
 
@@ -95,21 +94,13 @@ def load(
     workdir: str, config: ml_collections.ConfigDict | None = None, checkpoint: str = "best"
 ) -> Trained:
     """Restore the variables of the `checkpoint` ('best', falling back to 'latest'; or
-    'latest') of `workdir` (no optimizer state is read)."""
-    from fgvc_jax.loop import state
-    from fgvc_jax.runtime import parallel
-
+    'latest') of `workdir` (no optimizer state is read), in the layout of the run's recipe."""
     workdir = check_workdir(workdir)
     config = read_config(workdir, config)
     names = class_names_of(workdir, config)
-    method = state.create_method(config, len(names))
-    shape = (int(config.data.eval_crop),) * 2 + (3,)
-    restored = state.restore_workdir_variables(
-        workdir,
-        config,
-        state.variable_shapes(method, shape, config.seed, method.dtype),
-        parallel.make_mesh(),
-        checkpoint,
+    recipe = Recipe(config, len(names))
+    restored = restore.restore_workdir_variables(
+        workdir, config, recipe.variable_shapes, parallel.make_mesh(), checkpoint
     )
     if restored is None:
         raise ToolError(
@@ -119,7 +110,7 @@ def load(
     variables, step = restored
     return Trained(
         config=config,
-        method=method,
+        method=recipe.method,
         variables=variables,
         class_names=names,
         step=int(step),

@@ -8,11 +8,12 @@ import importlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from fgvc_jax import explain, layers
-from fgvc_jax.loop import state
-from fgvc_jax.tools import gradcam, trained
+from fgvc_jax.recipe import Recipe
+from fgvc_jax.recipe import train_state as state
+from fgvc_jax.run import trained
+from fgvc_jax.tools import gradcam
 
 SIZE = 64
 
@@ -21,7 +22,7 @@ def _model(name: str, **fields) -> trained.Trained:
     config = importlib.import_module(f"configs.{name}").get_config("synthetic")
     for k, v in fields.items():
         config.method[k] = v
-    method = state.create_method(config, 4)
+    method = Recipe(config, 4).method
     variables = state.init_variables(method, (SIZE, SIZE, 3), 0, jnp.float32)
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     return trained.Trained(
@@ -135,9 +136,8 @@ def test_swinfc_attention_and_fsm_patches():
     )
 
 
-@pytest.mark.parametrize("name", ["attention_cnn"])
-def test_attention_cnn_taps_its_convolutions(name):
-    result = explain.explain_arrays(_model(name), _images())
+def test_attention_cnn_taps_its_convolutions():
+    result = explain.explain_arrays(_model("attention_cnn"), _images())
     _check_maps(
         result, ["Grad-CAM conv1", "Grad-CAM conv2", "Grad-CAM conv3", "Grad-CAM attention"]
     )

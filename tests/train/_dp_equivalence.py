@@ -12,9 +12,9 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fgvc_jax.loop import optim  # noqa: E402
-from fgvc_jax.loop import state as state_lib  # noqa: E402
 from fgvc_jax.loop import step as step_lib  # noqa: E402
+from fgvc_jax.recipe import optim  # noqa: E402
+from fgvc_jax.recipe import train_state as state_lib  # noqa: E402
 from fgvc_jax.runtime import parallel  # noqa: E402
 from tests.train.tiny import TinyMethod, method_config  # noqa: E402
 

@@ -69,12 +69,12 @@ def test_user_mistakes_give_one_clear_message(argv, message, capsys, monkeypatch
 
 def test_unknown_method_name_and_dataset_through_cli(tmp_path):
     from configs import swinfc
-    from fgvc_jax.loop import state
+    from fgvc_jax.recipe import Recipe
 
     config = swinfc.get_config("synthetic")
     config.method.name = "resnet"
     with pytest.raises(ValueError, match="unknown method 'resnet'; valid methods: attention_cnn"):
-        state.create_method(config, 10)
+        Recipe(config, 10)
     args = [
         cli.sys.executable,
         "-m",

@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fgvc_jax.loop import optim
-from fgvc_jax.loop import state as state_lib
 from fgvc_jax.loop import step as step_lib
+from fgvc_jax.recipe import optim
+from fgvc_jax.recipe import train_state as state_lib
+from fgvc_jax.run import restore
 from fgvc_jax.runtime import parallel
 from tests.train.tiny import TinyMethod, method_config
 
@@ -82,8 +83,8 @@ def test_tools_restore_the_ema_weights(tmp_path):
         mgr.save(3, args=ocp.args.StandardSave(state))
         mgr.wait_until_finished()
     shapes = state_lib.variable_shapes(method, (16, 16, 3), 0, jnp.float32)
-    raw = state_lib.restore_variables(str(tmp_path / "checkpoints" / "3"), shapes, mesh)
-    ema = state_lib.restore_variables(str(tmp_path / "checkpoints" / "3"), shapes, mesh, ema=True)
+    raw = restore.restore_variables(str(tmp_path / "checkpoints" / "3"), shapes, mesh)
+    ema = restore.restore_variables(str(tmp_path / "checkpoints" / "3"), shapes, mesh, ema=True)
     np.testing.assert_array_equal(
         raw["params"]["head"]["kernel"], jax.device_get(state.params)["head"]["kernel"]
     )

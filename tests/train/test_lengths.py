@@ -6,8 +6,8 @@ import importlib
 import ml_collections
 
 from fgvc_jax import data
-from fgvc_jax.loop import lengths
 from fgvc_jax.loop.experiment import Experiment
+from fgvc_jax.recipe import lengths
 
 AIRCRAFT = {"train": 3334, "val": 3333, "trainval": 6667, "test": 3333}
 

@@ -13,8 +13,7 @@ import sys
 import ml_collections
 import pytest
 
-from fgvc_jax.run import workdir
-from fgvc_jax.tools import trained
+from fgvc_jax.run import trained, workdir
 
 
 def _config(**train):
