@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 
 import numpy as np
 
-from fgvc_jax.tools.trained import ToolError, Trained
+from fgvc_jax import recipe as recipe_lib
+from fgvc_jax.run.trained import ToolError, Trained
 
 REPORT_FILE = "eval_report.json"
 CONFUSION_FILE = "confusion.png"
@@ -159,7 +161,8 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str, title: str) -> N
         ax.set_yticks(range(k), names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    # wrapped to the figure's width (a long --images path would be cut off)
+    ax.set_title("\n".join(textwrap.wrap(title, width=int(size * 9))), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -218,7 +221,7 @@ def evaluate(
 
     config = trained.config
     split = images or split or config.data.test_split
-    bs = batch_size or config.train.get("eval_batch_size", 0) or config.train.batch_size
+    bs = batch_size or recipe_lib.eval_batch_size(config)
     batches = (
         folder_batches(trained, images, bs)
         if images
@@ -321,6 +324,11 @@ def main(argv) -> None:
         f"report: {os.path.join(out, REPORT_FILE)}\nconfusion matrix: "
         f"{os.path.join(out, CONFUSION_FILE)}"
     )
+    from fgvc_jax.run import curves
+
+    drawn = curves.write(trained.workdir, out)
+    if drawn:
+        print(f"training curves: {drawn}")
 
 
 def run() -> None:

@@ -42,6 +42,11 @@ def ema_decay(config: ml_collections.ConfigDict) -> float:
     return float(config.train.get("ema_decay", 0.0))
 
 
+def eval_batch_size(config: ml_collections.ConfigDict) -> int:
+    """`config.train.eval_batch_size`, 0 meaning the train batch size."""
+    return int(config.train.get("eval_batch_size", 0) or config.train.batch_size)
+
+
 def check(config: ml_collections.ConfigDict) -> None:
     """The settings that need no dataset: compute dtype, crops and resize modes."""
     compute_dtype(config)
@@ -54,8 +59,7 @@ def check_batch_sizes(config: ml_collections.ConfigDict, mesh) -> None:
     the `optim.accumulate` micro-batches."""
     batch = int(config.train.batch_size)
     parallel.check_batch_size(batch, mesh)
-    eval_batch = int(config.train.get("eval_batch_size", 0) or batch)
-    parallel.check_batch_size(eval_batch, mesh, "train.eval_batch_size")
+    parallel.check_batch_size(eval_batch_size(config), mesh, "train.eval_batch_size")
     accumulate, devices = config.optim.accumulate, mesh.devices.size
     if batch % (accumulate * devices):
         raise ValueError(
@@ -74,7 +78,7 @@ class Recipe:
         self.method = registry.create(config.method, self.num_classes, self.dtype)
         t = config.train
         self.batch_size = int(t.batch_size)
-        self.eval_batch_size = int(t.get("eval_batch_size", 0) or t.batch_size)
+        self.eval_batch_size = eval_batch_size(config)
         self.ema = ema_decay(config) > 0
         crop = int(config.data.crop)
         self.image_shape = (crop, crop, 3)
