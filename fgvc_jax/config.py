@@ -139,7 +139,7 @@ def make_config(
     config.train = train_config(**train)
     config.init = ml_collections.ConfigDict(
         dict(
-            pretrained="",  # .pth / .safetensors / converted orbax dir; "" = from scratch
+            pretrained="",  # file, converted dir, timm:<name>, torchvision:<enum>; "" = scratch
             from_workdir="",  # an earlier run of this library: start from its weights
             dont_load=dont_load,
         )

@@ -116,6 +116,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     _quiet_libraries()
+    from fgvc_jax.convert import pretrained
     from fgvc_jax.loop import train  # after flag parsing: jax is configured by then
     from fgvc_jax.run import checkpoints
     from fgvc_jax.run import workdir as workdir_lib
@@ -133,6 +134,7 @@ def main(argv):
         if _MODE.value == "train":
             if config is None:
                 _fail("--config is required to train (e.g. --config configs/swinfc.py:cub).")
+            pretrained.check_source(config)  # before any dataset work or workdir
             train.train_and_evaluate(config, workdir, _ALLOW_CONFIG_CHANGE.value)
         else:
             result = train.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)

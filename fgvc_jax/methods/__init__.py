@@ -2,7 +2,6 @@
 with `fgvc_jax.methods.registry.create(config.method, num_classes)`."""
 
 from fgvc_jax.methods.base import Method, Outputs
-from fgvc_jax.methods.pretrained import merge_backbone
 from fgvc_jax.methods.registry import METHODS, create, default_config
 
-__all__ = ["Method", "Outputs", "merge_backbone", "METHODS", "create", "default_config"]
+__all__ = ["Method", "Outputs", "METHODS", "create", "default_config"]

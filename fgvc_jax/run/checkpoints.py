@@ -1,4 +1,4 @@
-"""Checkpoints in the workdir (orbax), checked, and initial weights from converted PyTorch files.
+"""Checkpoints in the workdir (orbax), checked.
 
 Layout: `<workdir>/checkpoints/<step>` (periodic, the newest `keep` kept, resumed from
 automatically) and `<workdir>/best/<step>` (the best evaluation so far by `best_metric`).
@@ -34,8 +34,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-
-from fgvc_jax.methods.pretrained import merge_backbone
 
 #: orbax's per-step metadata file (written last, with the commit); holds our digest.
 STEP_METADATA = "_CHECKPOINT_METADATA"
@@ -426,34 +424,3 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
-
-
-def _read_pretrained(path: str, arch: str | None, backbone_kwargs: dict) -> dict:
-    """Variables {'params':..., 'batch_stats':...} of a backbone from a PyTorch file
-    (.pth/.pt/.safetensors, converted on the fly) or a converted orbax directory."""
-    if os.path.isdir(path):
-        tree = ocp.PyTreeCheckpointer().restore(os.path.abspath(path))
-        return tree if "params" in tree else {"params": tree}
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config.init.pretrained={path!r}: no such file or directory.")
-    if arch is None:
-        raise ValueError("config.init.pretrained is set but the method names no backbone_arch.")
-    from fgvc_jax.convert import load_pretrained  # the one place the converter is called
-
-    return load_pretrained(arch, path, num_classes=0, **backbone_kwargs)
-
-
-def load_pretrained(
-    variables: dict,
-    path: str,
-    *,
-    arch: str | None,
-    dont_load: str = "",
-    backbone_kwargs: dict | None = None,
-) -> dict:
-    """`variables` with the backbone replaced by the pretrained weights at `path` (strict:
-    every backbone variable not matched by `dont_load` is filled)."""
-    pretrained = _read_pretrained(path, arch, backbone_kwargs or {})
-    merged = merge_backbone(jax.device_get(variables), pretrained, dont_load=dont_load)
-    logging.info("Loaded the %s backbone from %s", arch, path)
-    return merged

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from fgvc_jax.convert import load_pretrained
-from fgvc_jax.methods import merge_backbone, registry
+from fgvc_jax.convert.pretrained import merge_backbone
+from fgvc_jax.methods import registry
+from fgvc_jax.methods.baseline import Baseline
 from fgvc_jax.reference.torch_import import torch
 from tests.reference.weights import random_images, saved_reference
 
@@ -23,7 +25,10 @@ def _head(fc):
     return {"kernel": fc.weight.detach().numpy().T, "bias": fc.bias.detach().numpy()}
 
 
-@pytest.mark.parametrize("name,head", [("baseline_resnet", "main"), ("baseline_swin", "main")])
+@pytest.mark.parametrize(
+    "name,head",
+    [(n, "main") for n, m in sorted(registry.METHODS.items()) if issubclass(m, Baseline)],
+)
 def test_method_with_converted_backbone_matches_torch(tmp_path, name, head):
     """(SwinFC's trunk is the baseline's: tests/methods/test_methods.py.)"""
     cfg = registry.default_config(name, "cpu")

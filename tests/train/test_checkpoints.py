@@ -1,11 +1,11 @@
-"""fgvc_jax.run.checkpoints: pretrained backbone merge with a dont-load regex, strict shape checks, and
-the periodic/best managers."""
+"""fgvc_jax.convert.pretrained: pretrained backbone merge with a dont-load regex, strict shape
+checks; fgvc_jax.run.checkpoints: the periodic/best managers."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fgvc_jax.methods import merge_backbone
+from fgvc_jax.convert.pretrained import load_pretrained, merge_backbone
 from fgvc_jax.run import checkpoints
 
 
@@ -66,7 +66,7 @@ def test_unknown_source_array_and_unfilled_target_are_errors():
 
 def test_missing_pretrained_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.init.pretrained"):
-        checkpoints.load_pretrained(_variables(), str(tmp_path / "nope.pth"), arch="resnet50")
+        load_pretrained(_variables(), str(tmp_path / "nope.pth"), arch="resnet50")
 
 
 def test_periodic_keep_and_best_only_when_better(tmp_path):
