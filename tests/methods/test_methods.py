@@ -11,7 +11,7 @@ import pytest
 from flax import traverse_util
 
 from fgvc_jax.methods import registry
-from fgvc_jax.methods.base import Outputs
+from fgvc_jax.methods.base import Method, Outputs
 
 K = 10
 HEADS = {
@@ -198,7 +198,10 @@ def test_param_groups():
         want = "backbone" if path.startswith(("backbone/", "smram/")) else "new"
         assert g == want, path
     assert {"backbone", "new"} == set(labels.values())
-    for name in ("ma_ea", "swinfc", "baseline_resnet"):
+    default = [
+        n for n, m in sorted(registry.METHODS.items()) if m.param_groups is Method.param_groups
+    ]
+    for name in default:
         b = built(name)
         for path, g in _labels_of(b.method, b.variables["params"]).items():
             assert g == ("backbone" if path.startswith("backbone/") else "new"), path
