@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fgvc_jax.convert import load_pretrained
-from fgvc_jax.methods import merge_backbone, registry
+from fgvc_jax.convert.pretrained import merge_backbone
+from fgvc_jax.methods import registry
 from fgvc_jax.methods.baseline import Baseline
 from fgvc_jax.reference.torch_import import torch
 from tests.reference.weights import random_images, saved_reference

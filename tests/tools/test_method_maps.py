@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fgvc_jax import explain, layers
-from fgvc_jax.loop import state
-from fgvc_jax.tools import gradcam, trained
+from fgvc_jax.recipe import Recipe
+from fgvc_jax.recipe import train_state as state
+from fgvc_jax.run import trained
+from fgvc_jax.tools import gradcam
 
 SIZE = 64
 
@@ -20,7 +22,7 @@ def _model(name: str, **fields) -> trained.Trained:
     config = importlib.import_module(f"configs.{name}").get_config("synthetic")
     for k, v in fields.items():
         config.method[k] = v
-    method = state.create_method(config, 4)
+    method = Recipe(config, 4).method
     variables = state.init_variables(method, (SIZE, SIZE, 3), 0, jnp.float32)
     variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats")}
     return trained.Trained(
