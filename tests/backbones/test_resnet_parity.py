@@ -7,7 +7,7 @@ from fgvc_jax.backbones.resnet import multiscale_pool
 from fgvc_jax.convert import build, load_pretrained
 from fgvc_jax.convert import torch_reference as ref
 from fgvc_jax.reference.torch_import import torch
-from tests.reference.weights import flat_numpy, random_images, saved_reference
+from tests.torch_checkpoints import flat_numpy, random_images, saved_reference
 
 TOL = 1e-4  # max abs difference relative to the output's max magnitude (issue 2)
 

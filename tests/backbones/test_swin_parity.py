@@ -11,7 +11,7 @@ from fgvc_jax.convert import build, convert_state_dict, load_pretrained
 from fgvc_jax.convert import torch_reference as ref
 from fgvc_jax.convert.rel_pos_bias import resize_rel_pos_bias_table
 from fgvc_jax.reference.torch_import import timm, torch
-from tests.reference.weights import random_images, saved_reference
+from tests.torch_checkpoints import random_images, saved_reference
 
 TOL = 1e-4  # max abs difference relative to the output's max magnitude (issue 2)
 

@@ -18,7 +18,7 @@ from fgvc_jax.convert import (
     store,
 )
 from fgvc_jax.reference.torch_import import torch
-from tests.reference.weights import saved_reference
+from tests.torch_checkpoints import saved_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

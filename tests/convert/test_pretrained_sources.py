@@ -18,7 +18,7 @@ from flax import traverse_util
 from fgvc_jax.convert import convert_state_dict, read_state_dict
 from fgvc_jax.convert.pretrained import PretrainedError, read_backbone
 from fgvc_jax.reference.torch_import import torch, torchvision
-from tests.reference.weights import saved_reference
+from tests.torch_checkpoints import saved_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

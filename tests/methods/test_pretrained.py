@@ -10,7 +10,7 @@ from fgvc_jax.convert.pretrained import merge_backbone
 from fgvc_jax.methods import registry
 from fgvc_jax.methods.baseline import Baseline
 from fgvc_jax.reference.torch_import import torch
-from tests.reference.weights import random_images, saved_reference
+from tests.torch_checkpoints import random_images, saved_reference
 
 K = 10
 
