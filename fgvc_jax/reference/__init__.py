@@ -1,6 +1,8 @@
-"""PyTorch twins of the whole methods, transcribed from the papers' equations (each twin's
-docstring cites them), built on torchvision / timm backbones, and the weight map between a
-method's flax variables and its twin's state dict.
+"""The PyTorch oracle: twins of the blocks (`blocks.py`, one per `fgvc_jax.layers` block) and
+of the whole methods (one file per method, transcribed from the papers' equations, each
+twin's docstring citing them, built from those blocks on torchvision / timm backbones; a
+method names its twin, `Method.twin`), and the weight map between flax variables and a
+twin's state dict (`weights.py`).
 
 Importing this package does not import torch; `twin(config, num_classes)` does (torch,
 torchvision and timm come with the `torch` extra)."""
