@@ -1,4 +1,4 @@
-"""The PyTorch oracle: twins of the blocks (`blocks.py`, one per `fgvc_jax.layers` block) and
+"""The PyTorch oracle: twins of the blocks of `fgvc_jax.layers` (`blocks.py`) and
 of the whole methods (one file per method, transcribed from the papers' equations, each
 twin's docstring citing them, built from those blocks on torchvision / timm backbones; a
 method names its twin, `Method.twin`), and the weight map between flax variables and a
