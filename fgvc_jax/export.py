@@ -1,5 +1,8 @@
-"""Export a trained model as a TensorFlow SavedModel:
-`python -m fgvc_jax.export --workdir DIR --out DIR [--checkpoint best|latest]`.
+"""Export a trained model as a TensorFlow SavedModel, an ONNX model or a `jax.export` module:
+`python -m fgvc_jax.export --workdir DIR --out DIR [--format savedmodel|onnx|jax]
+[--checkpoint best|latest]`.
+
+`--format savedmodel` (the default):
 
 The function `predict` runs (normalisation, network, the method's combined probabilities) is
 converted with `jax.experimental.jax2tf.convert`, JAX's route to TensorFlow: its StableHLO,
@@ -17,18 +20,31 @@ Both return `probabilities` (B, K) float32, the method's combined prediction, wi
 `class_index` (B,) int32 and `class_name` (B,) string of the top class. The class names are
 also in `assets/class_names.txt` (one a line, in index order). B is any batch size unless
 `--batch_size` fixes it.
+
+`--format onnx` writes `model.onnx`, converted by jax2onnx from the same function, and
+`--format jax` writes `model.jax`, its `jax.export` serialization (StableHLO, lowered for
+`--platforms`), read back by `fgvc_jax.serving.load` (= `load` here) with JAX alone. Both take
+`images` uint8 (B, C, C, 3) as `serving_default` does and give `probabilities` (B, K) float32;
+the weights are constants of the model; `class_names.txt` lies beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
+import logging
 import os
 import tempfile
 
 import numpy as np
 
-from fgvc_jax.tools.trained import ToolError, Trained
+from fgvc_jax.run.trained import ToolError, Trained
+from fgvc_jax.serving import load  # noqa: F401  (fgvc_jax.export.load: a --format jax model)
 
 CLASS_NAMES_FILE = "class_names.txt"
+FORMATS = {"savedmodel": "SavedModel", "onnx": "ONNX model", "jax": "jax.export model"}
+ONNX_FILE = "model.onnx"
 
 
 def _tf_eval_image(data, config):
@@ -95,14 +111,19 @@ def _tf_eval_image(data, config):
     return tf.cast(tf.round(tf.clip_by_value(im, 0.0, 255.0)), tf.uint8)
 
 
-def check_args(out_dir: str | None, batch_size: int, platforms: tuple[str, ...]) -> None:
-    """One ToolError for a wrong --out, --batch_size or --platforms (before any work)."""
+def check_args(
+    out_dir: str | None, batch_size: int, platforms: tuple[str, ...], fmt: str = "savedmodel"
+) -> None:
+    """One ToolError for a wrong --out, --batch_size, --platforms or --format (before any
+    work)."""
+    if fmt not in FORMATS:
+        raise ToolError(f"--format={fmt!r}: expected one of {', '.join(FORMATS)}.")
     if not out_dir:
-        raise ToolError("--out is required (the folder to write the SavedModel to).")
+        raise ToolError(f"--out is required (the folder to write the {FORMATS[fmt]} to).")
     if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
         raise ToolError(
             f"--out {os.path.abspath(out_dir)} exists and is not an empty folder: "
-            "choose a new folder for the SavedModel."
+            f"choose a new folder for the {FORMATS[fmt]}."
         )
     if batch_size < 0:
         raise ToolError(f"--batch_size={batch_size}: expected 0 (any) or a positive size.")
@@ -115,6 +136,183 @@ def check_args(out_dir: str | None, batch_size: int, platforms: tuple[str, ...])
 
 
 def export(
+    trained: Trained,
+    out_dir: str,
+    batch_size: int = 0,
+    platforms: tuple[str, ...] = ("cpu", "cuda"),
+    fmt: str = "savedmodel",
+) -> str:
+    """Write `trained` to `out_dir` (which must not hold files) in the format `fmt`
+    (savedmodel, onnx, jax); batch size `batch_size`, or any when 0 (a symbolic batch
+    dimension); `platforms`: those the SavedModel and the jax format are lowered for.
+    Returns `out_dir`."""
+    check_args(out_dir, batch_size, platforms, fmt)
+    if fmt == "onnx":
+        return export_onnx(trained, out_dir, batch_size)
+    if fmt == "jax":
+        return export_jax(trained, out_dir, batch_size, platforms)
+    return export_savedmodel(trained, out_dir, batch_size, platforms)
+
+
+def _images_spec(trained: Trained, batch_size: int):
+    """uint8 (B, C, C, 3): B = `batch_size`, or a symbolic dimension when 0."""
+    import jax
+
+    c = trained.image_size
+    (b,) = jax.export.symbolic_shape("B") if not batch_size else (batch_size,)
+    return jax.ShapeDtypeStruct((b, c, c, 3), np.uint8)
+
+
+def _probs_of_images(trained: Trained):
+    """uint8 images → probabilities, the weights closed over (constants of the export)."""
+    from fgvc_jax import predict
+
+    fn, variables = predict.make_probs_fn(trained), trained.variables
+    return lambda images: fn(variables, images)
+
+
+def _write_class_names(trained: Trained, out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, CLASS_NAMES_FILE), "w", encoding="utf-8") as f:
+        f.write("".join(n + "\n" for n in trained.class_names))
+
+
+def export_jax(
+    trained: Trained, out_dir: str, batch_size: int = 0, platforms: tuple[str, ...] = ("cpu",)
+) -> str:
+    """`jax.export` of uint8 images → probabilities, serialized to `<out_dir>/model.jax`."""
+    import jax
+
+    from fgvc_jax import serving
+
+    exported = jax.export.export(jax.jit(_probs_of_images(trained)), platforms=platforms)(
+        _images_spec(trained, batch_size)
+    )
+    _write_class_names(trained, out_dir)
+    with open(os.path.join(out_dir, serving.MODEL_FILE), "wb") as f:
+        f.write(exported.serialize())
+    return out_dir
+
+
+def _pad_by_concatenation(x, value, pads):
+    """`lax.pad` with edges only (no interior): jax2onnx 0.12.5's Pad needs static shapes, a
+    concatenation of constant edges converts at any batch size."""
+    from jax import lax
+    from jax import numpy as jnp
+
+    for ax, (lo, hi) in enumerate(pads):
+        if lo or hi:
+            edge = lambda k, ax=ax, x=x: jnp.full_like(lax.slice_in_dim(x, 0, k, axis=ax), value)
+            x = lax.concatenate([edge(lo), x, edge(hi)], ax)
+    return x
+
+
+def _pool_by_slices(x, combine, init, window, strides, padding):
+    """`lax.reduce_window` as the `combine` of one strided slice per window offset.
+
+    jax2onnx 0.12.5 turns reduce_window_max into an ONNX MaxPool over all four NHWC axes,
+    which onnxruntime refuses ("Unsupported pooling size"); slices and elementwise max/add
+    convert. Max is exact; the sum adds the same terms in another order."""
+    from jax import lax
+
+    x = _pad_by_concatenation(x, init, padding)
+    sizes = [(n - w) // s + 1 for n, w, s in zip(x.shape, window, strides)]
+    out = None
+    for offsets in itertools.product(*(range(w) for w in window)):
+        y = x
+        for ax, (o, w, s, n) in enumerate(zip(offsets, window, strides, sizes)):
+            if w > 1 or s > 1:
+                y = lax.slice_in_dim(y, o, o + (n - 1) * s + 1, s, ax)
+        out = y if out is None else combine(out, y)
+    return out
+
+
+def _conv1d_as_2d(lhs, rhs, p):
+    """A 1-D `conv_general_dilated` (layouts jax2onnx 0.12.5 does not convert) as a 2-D one
+    in NCHW/OIHW over a height of 1."""
+    from jax import lax
+
+    dn = p["dimension_numbers"]
+    y = lax.conv_general_dilated(
+        lhs.transpose(dn.lhs_spec)[:, :, None],  # (N, C, 1, W)
+        rhs.transpose(dn.rhs_spec)[:, :, None],  # (O, I, 1, W)
+        (1, *p["window_strides"]),
+        ((0, 0), *p["padding"]),
+        (1, *p["lhs_dilation"]),
+        (1, *p["rhs_dilation"]),
+        ("NCHW", "OIHW", "NCHW"),
+        p["feature_group_count"],
+        p["batch_group_count"],
+        p["precision"],
+        p["preferred_element_type"],
+    )[:, :, 0]
+    return y.transpose(np.argsort(dn.out_spec))
+
+
+def _inline_for_onnx(jaxpr, consts, *args):
+    """Evaluate `jaxpr` with nested calls inlined, window pools as `_pool_by_slices`, pads as
+    `_pad_by_concatenation` and 1-D convolutions as `_conv1d_as_2d`, for jax2onnx to trace: its flax patches (which refuse `nn.max_pool`'s positional window and
+    ResNet's explicit padding) then never see a flax call."""
+    from jax import lax
+    from jax.extend import core
+
+    pools = {"reduce_window_max": (lax.max, -np.inf), "reduce_window_sum": (lax.add, 0)}
+    calls = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr"}
+    calls |= {"custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr"}
+    env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
+    read = lambda v: v.val if isinstance(v, core.Literal) else env[v]
+    for eqn in jaxpr.eqns:
+        ins, name, p = [read(v) for v in eqn.invars], eqn.primitive.name, eqn.params
+        if name in pools and set(p["base_dilation"] + p["window_dilation"]) == {1}:
+            window = (p["window_dimensions"], p["window_strides"], p["padding"])
+            outs = [_pool_by_slices(ins[0], *pools[name], *window)]
+        elif name == "conv_general_dilated" and len(p["window_strides"]) == 1:
+            outs = [_conv1d_as_2d(*ins, p)]
+        elif name == "pad" and all(
+            i == 0 and lo >= 0 and hi >= 0 for lo, hi, i in p["padding_config"]
+        ):
+            outs = [_pad_by_concatenation(ins[0], ins[1], [c[:2] for c in p["padding_config"]])]
+        elif name in calls and calls[name] in p:
+            sub = p[calls[name]]
+            closed = isinstance(sub, core.ClosedJaxpr)
+            outs = _inline_for_onnx(
+                sub.jaxpr if closed else sub, sub.consts if closed else (), *ins
+            )
+        else:
+            outs = eqn.primitive.bind(*ins, **p)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def export_onnx(trained: Trained, out_dir: str, batch_size: int = 0) -> str:
+    """jax2onnx's conversion of uint8 images → probabilities, to `<out_dir>/model.onnx`
+    (inputs `images`, outputs `probabilities`; opset 23)."""
+    import jax
+
+    spec = _images_spec(trained, batch_size)
+    closed = jax.make_jaxpr(_probs_of_images(trained))(spec)
+    fn = lambda images: _inline_for_onnx(closed.jaxpr, closed.consts, images)[0]
+    # jax2onnx 0.12.5 prints a debug line per convolution and logs a traceback for each
+    # plugin that does not import with this jax (dm_pix's): neither concerns this model.
+    logging.getLogger("jax2onnx").setLevel(logging.ERROR)
+    import jax2onnx
+
+    _write_class_names(trained, out_dir)
+    with contextlib.redirect_stdout(io.StringIO()):
+        jax2onnx.to_onnx(
+            fn,
+            [spec],
+            model_name="fgvc_jax",
+            input_names=["images"],
+            output_names=["probabilities"],
+            return_mode="file",
+            output_path=os.path.join(out_dir, ONNX_FILE),
+        )
+    return out_dir
+
+
+def export_savedmodel(
     trained: Trained,
     out_dir: str,
     batch_size: int = 0,
@@ -190,25 +388,34 @@ def main(argv) -> None:
     from fgvc_jax.tools import cli_common
 
     flags = cli_common.FLAGS
+    fmt = flags.format
     try:
         if len(argv) > 1:
             raise ToolError(
                 f"unexpected arguments {argv[1:]}: python -m fgvc_jax.export "
-                "--workdir DIR --out DIR [--checkpoint best|latest]"
+                "--workdir DIR --out DIR [--format savedmodel|onnx|jax] [--checkpoint best|latest]"
             )
         platforms = tuple(p for p in flags.platforms.split(",") if p)
-        check_args(flags.out, flags.batch_size, platforms)  # fail before loading the model
+        check_args(flags.out, flags.batch_size, platforms, fmt)  # fail before loading the model
         trained = cli_common.load_trained()
-        out = export(trained, flags.out, flags.batch_size, platforms)
+        out = export(trained, flags.out, flags.batch_size, platforms, fmt)
     except Exception as e:
         cli_common.fail(e)
     c = trained.image_size
-    print(
-        f"{out}: SavedModel of {trained.workdir} (step {trained.step}), "
-        f"{len(trained.class_names)} classes; serving_default: uint8 images "
-        f"({flags.batch_size or 'B'}, {c}, {c}, 3), serving_bytes: encoded images; "
-        f"platforms {','.join(platforms)}."
-    )
+    images = f"uint8 images ({flags.batch_size or 'B'}, {c}, {c}, 3)"
+    what = f"{FORMATS[fmt]} of {trained.workdir} (step {trained.step}), {len(trained.class_names)} classes"
+    if fmt == "savedmodel":
+        print(
+            f"{out}: {what}; serving_default: {images}, serving_bytes: encoded images; "
+            f"platforms {','.join(platforms)}."
+        )
+    elif fmt == "onnx":
+        print(f"{out}: {what}; {ONNX_FILE}: {images} → probabilities; {CLASS_NAMES_FILE}.")
+    else:
+        print(
+            f"{out}: {what}; model.jax: {images} → probabilities (fgvc_jax.serving.load); "
+            f"{CLASS_NAMES_FILE}; platforms {','.join(platforms)}."
+        )
 
 
 def run() -> None:
@@ -221,10 +428,18 @@ def run() -> None:
     from fgvc_jax.tools import cli_common
 
     def define_flags():
-        flags.DEFINE_string("out", None, "Folder to write the SavedModel to (new or empty).")
-        flags.DEFINE_integer("batch_size", 0, "Fixed batch size of the SavedModel; 0: any.")
+        flags.DEFINE_string("out", None, "Folder to write the model to (new or empty).")
+        flags.DEFINE_enum(
+            "format",
+            "savedmodel",
+            list(FORMATS),
+            "savedmodel (TensorFlow), onnx (model.onnx) or jax (model.jax: jax.export).",
+        )
+        flags.DEFINE_integer("batch_size", 0, "Fixed batch size of the model; 0: any.")
         flags.DEFINE_string(
-            "platforms", "cpu,cuda", "Platforms the SavedModel runs on (cpu, cuda, rocm, tpu)."
+            "platforms",
+            "cpu,cuda",
+            "Platforms the SavedModel or jax model runs on (cpu, cuda, rocm, tpu).",
         )
 
     cli_common.run(main, define_flags)

@@ -1,6 +1,7 @@
 """`python -m fgvc_jax.export` on the session's trained model (conftest.trained_run): the
-SavedModel, loaded by a separate Python process that imports only TensorFlow and numpy, gives
-the library's predictions."""
+SavedModel, loaded by a separate Python process that imports only TensorFlow and numpy, the
+ONNX model, run by onnxruntime alone, and the jax.export model, run by jax and
+`fgvc_jax.serving` alone, give the library's predictions."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from fgvc_jax import export, predict
-from fgvc_jax.tools import trained
+from fgvc_jax.run import trained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,6 +57,63 @@ np.savez(out, probs=full["probabilities"].numpy(), index=full["class_index"].num
 """
 
 
+# Run by a fresh interpreter that cannot import jax, flax or this library: argv = model folder,
+# inputs .npz, out .npz.
+ONNX_ONLY_SCRIPT = r"""
+import sys
+
+FOREIGN = ("jax", "jaxlib", "flax", "fgvc_jax", "optax", "orbax", "tensorflow", "jax2onnx")
+
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in FOREIGN:
+            raise ModuleNotFoundError(f"{name} is blocked", name=name)
+
+
+sys.meta_path.insert(0, Blocked())
+import numpy as np
+import onnxruntime as ort
+
+model_dir, inputs, out = sys.argv[1:]
+session = ort.InferenceSession(model_dir + "/model.onnx", providers=["CPUExecutionProvider"])
+images = np.load(inputs)["images"]
+run = lambda x: session.run(["probabilities"], {"images": x})[0]
+with open(model_dir + "/class_names.txt", encoding="utf-8") as f:
+    names = f.read().splitlines()
+foreign = sorted(m for m in sys.modules if m.split(".")[0] in FOREIGN)
+np.savez(out, probs=run(images), probs_one=run(images[:1]), names=np.array(names),
+         foreign=np.array(foreign, dtype=str))
+"""
+
+# Run by a fresh interpreter that can import jax and fgvc_jax.serving but no other module of
+# this library, nor flax or TensorFlow: argv = model folder, inputs .npz, out .npz.
+JAX_ONLY_SCRIPT = r"""
+import sys
+
+FOREIGN = ("flax", "fgvc_jax", "optax", "orbax", "tensorflow", "ml_collections")
+ALLOWED = ("fgvc_jax", "fgvc_jax.serving")
+
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in FOREIGN and name not in ALLOWED:
+            raise ModuleNotFoundError(f"{name} is blocked", name=name)
+
+
+sys.meta_path.insert(0, Blocked())
+import numpy as np
+from fgvc_jax import serving
+
+model_dir, inputs, out = sys.argv[1:]
+model = serving.load(model_dir)
+images = np.load(inputs)["images"]
+foreign = sorted(m for m in sys.modules if m.split(".")[0] in FOREIGN and m not in ALLOWED)
+np.savez(out, probs=model(images), probs_one=model(images[:1]), names=np.array(model.class_names),
+         batch=str(model.input_shape[0]), foreign=np.array(foreign, dtype=str))
+"""
+
+
 def _run(args, cwd, **env) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", **env)
     env.pop("XLA_FLAGS", None)
@@ -64,25 +122,22 @@ def _run(args, cwd, **env) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def exported(trained_run, tmp_path_factory) -> str:
-    out = str(tmp_path_factory.mktemp("export") / "saved_model")
+def _export(workdir: str, out: str, *args: str) -> str:
     r = _run(
-        [
-            "-m",
-            "fgvc_jax.export",
-            "--workdir",
-            trained_run.workdir,
-            "--out",
-            out,
-            "--checkpoint",
-            "latest",
-        ],
+        ["-m", "fgvc_jax.export", "--workdir", workdir, "--out", out, "--checkpoint", "latest"]
+        + list(args),
         ROOT,
         PYTHONPATH=ROOT,
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(out + ": SavedModel of"), r.stdout  # the report, one line
+    assert len(r.stdout.splitlines()) == 1, r.stdout  # the report, one line
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("export") / "saved_model")
+    assert _export(trained_run.workdir, out).startswith(out + ": SavedModel of")
     return out
 
 
@@ -157,6 +212,73 @@ def test_savedmodel_in_plain_tensorflow_matches_the_library(trained_run, exporte
         f"({len(resized)} resized files), {np.abs(got['bytes_probs'][:n] - lib[:n]).max():.2e}"
         f" ({n} files at the eval size)"
     )
+
+
+@pytest.mark.parametrize(
+    "fmt,report,script",
+    [("onnx", "ONNX model of", ONNX_ONLY_SCRIPT), ("jax", "jax.export model of", JAX_ONLY_SCRIPT)],
+)
+def test_onnx_and_jax_export_in_a_process_without_the_library_match_predict(
+    trained_run, tmp_path, fmt, report, script
+):
+    model = trained.load(trained_run.workdir, trained_run.config, "latest")
+    out = str(tmp_path / fmt)
+    assert _export(trained_run.workdir, out, "--format", fmt).startswith(f"{out}: {report}")
+    images = np.stack(
+        [np.asarray(Image.open(p).convert("RGB")) for p, _, _ in trained_run.index["test"]]
+    )
+    np.savez(tmp_path / "inputs.npz", images=images)
+
+    r = _run(["-c", script, out, str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")], ROOT)
+    assert r.returncode == 0, r.stderr
+    got = np.load(tmp_path / "out.npz")
+    assert got["foreign"].tolist() == []
+
+    expected = predict.predict_arrays(model, images)
+    assert got["probs"].shape == expected.shape == (len(images), len(model.class_names))
+    assert got["probs"].dtype == np.float32
+    np.testing.assert_allclose(got["probs"], expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got["probs_one"], expected[:1], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(np.argmax(got["probs"], -1), np.argmax(expected, -1))
+    assert got["names"].tolist() == list(model.class_names)
+    if fmt == "jax":
+        assert got["batch"] == "B"  # any batch size: a symbolic dimension
+    print(f"{fmt} vs predict: max |Δp| {np.abs(got['probs'] - expected).max():.2e}")
+
+
+def test_pools_pads_and_1d_convolutions_rewritten_for_onnx_compute_what_lax_does():
+    import jax
+    from jax import lax
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+    for window, strides, padding in [
+        ((1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))),
+        ((1, 2, 2, 1), (1, 2, 2, 1), ((0, 0),) * 4),
+        ((1, 2, 3, 1), (1, 1, 2, 1), ((0, 0), (0, 1), (2, 0), (0, 0))),
+    ]:
+        got = export._pool_by_slices(x, lax.max, -np.inf, window, strides, padding)
+        want = lax.reduce_window(x, -np.inf, lax.max, window, strides, padding)
+        np.testing.assert_array_equal(got, want)
+        got = export._pool_by_slices(x, lax.add, 0.0, window, strides, padding)
+        want = lax.reduce_window(x, 0.0, lax.add, window, strides, padding)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    pads = ((0, 0), (2, 1), (0, 3), (0, 0))
+    np.testing.assert_array_equal(
+        export._pad_by_concatenation(x, 7.0, pads), lax.pad(x, 7.0, [p + (0,) for p in pads])
+    )
+    # A 1-D convolution in the NWC/WIO layouts flax's nn.Conv gives it (SwinFC's).
+    w = jax.random.normal(jax.random.key(1), (3, 3, 5))
+    want = lax.conv_general_dilated(
+        x[:, 0], w, (2,), ((1, 1),), dimension_numbers=("NWC", "WIO", "NWC")
+    )
+    jaxpr = jax.make_jaxpr(
+        lambda a, b: lax.conv_general_dilated(
+            a, b, (2,), ((1, 1),), dimension_numbers=("NWC", "WIO", "NWC")
+        )
+    )(x[:, 0], w)
+    (eqn,) = jaxpr.eqns
+    got = export._conv1d_as_2d(x[:, 0], w, eqn.params)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode,resize,crop", [("square", 73, 64), ("shorter", 96, 80)])
