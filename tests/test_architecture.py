@@ -1,0 +1,122 @@
+"""The layout's promises, checked: docs/architecture.md names every module of the package;
+module-level imports form no cycle; the top level holds the commands and few else; no test
+or PyTorch twin keeps its own list of method names (the registry is the one list)."""
+
+import ast
+import pathlib
+
+from fgvc_jax.methods import registry
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "fgvc_jax"
+MAX_TOP_LEVEL = 14
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    """Dotted name → file of every module of the package (`__init__` as its package)."""
+    out = {}
+    for f in sorted(PACKAGE.rglob("*.py")):
+        parts = f.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def _named(doc: str, rel: pathlib.Path) -> bool:
+    """`rel` (a path under fgvc_jax/) is named: in full, or by its file name in a paragraph
+    about its top folder ("**`loop/`** — `experiment.py` ...")."""
+    if str(rel) in doc:
+        return True
+    if len(rel.parts) == 1:
+        return f"`{rel.name}`" in doc
+    about = [p for p in doc.split("\n\n") if f"**`{rel.parts[0]}/`**" in p]
+    return any(f"`{rel.name}`" in p or f"{rel.name}`" in p for p in about)
+
+
+def test_architecture_doc_names_every_module():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [
+        str(f.relative_to(PACKAGE))
+        for f in _modules().values()
+        if f.name != "__init__.py" and not _named(doc, f.relative_to(PACKAGE))
+    ]
+    assert not missing, f"docs/architecture.md does not name: {', '.join(missing)}"
+
+
+def _module_level_imports(name: str, path: pathlib.Path, known: set[str]) -> set[str]:
+    """The package modules `name` imports at module level (not inside functions)."""
+    tree = ast.parse(path.read_text())
+    is_package = path.name == "__init__.py"
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = name.split(".")[: len(name.split(".")) - node.level + is_package]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from pkg import submodule` needs only the submodule (the package is in
+            # sys.modules while its __init__ runs); `from module import name`, the module
+            subs = [f"{base}.{a.name}" for a in node.names]
+            targets = [t for t in subs if t in known] or [base]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                out.add(t)
+    return out
+
+
+def test_no_import_cycle_at_module_level():
+    modules = _modules()
+    graph = {n: _module_level_imports(n, f, set(modules)) for n, f in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(n, path):
+        state[n] = 1
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                cycle = path[path.index(m) :] + [m]
+                raise AssertionError("import cycle: " + " → ".join(cycle))
+            if m not in state:
+                visit(m, path + [m])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [n])
+
+
+def test_top_level_holds_the_commands():
+    top = sorted(f.stem for f in PACKAGE.glob("*.py") if f.name != "__init__.py")
+    assert len(top) <= MAX_TOP_LEVEL, top
+    for command in ("main", "evaluate", "predict", "explain", "export", "aot", "compare"):
+        assert command in top
+
+
+def _literal_method_lists(path: pathlib.Path, names: set[str]) -> list[int]:
+    """Line numbers of list/tuple/set literals holding two or more method names (a sweep
+    written by hand; a dict of each method's expected values is test data)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            continue
+        elts = node.elts
+        found = {e.value for e in elts if isinstance(e, ast.Constant) and e.value in names}
+        if len(found) >= 2:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_literal_method_list_in_tests_or_twins():
+    names = set(registry.METHODS)
+    files = list((ROOT / "tests").rglob("*.py")) + list((PACKAGE / "reference").rglob("*.py"))
+    bad = [
+        f"{f.relative_to(ROOT)}:{line}"
+        for f in files
+        for line in _literal_method_lists(f, names)
+        if f.name != "test_architecture.py"
+    ]
+    assert not bad, "method names listed by hand (read methods.registry): " + ", ".join(bad)
