@@ -89,6 +89,8 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
         ema_decay=0.0,  # EMA of the weights (e.g. 0.9998); 0 = off. Evaluated
         # as 'ema/...' next to the raw weights; the tools use it
         best_metric="top1/combined",
+        profile_steps=0,  # > 0: a jax.profiler trace of that many steps after the first log
+        # window into <workdir>/profile/ (fgvc_jax/loop/profile.py)
     )
     c.update(overrides)
     return ml_collections.ConfigDict(c)

@@ -26,6 +26,7 @@ from etils import epath
 from flax import traverse_util
 
 from fgvc_jax.loop import optim
+from fgvc_jax.loop import profile as profile_lib
 from fgvc_jax.loop import state as state_lib
 from fgvc_jax.loop import step as step_lib
 from fgvc_jax.loop.experiment import Experiment
@@ -221,7 +222,7 @@ def _train_and_evaluate(
         start_step = 0
         state = state_lib.create_train_state(tx, run.initial_variables(), run.mesh, ema)
     accepted()
-    train_iter = run.train_iterator(start_step)
+    train_iter = profile_lib.batches(run.train_iterator(start_step))
     _log_overview(run, state.params, workdir)
     if start_step == 0:
         log.hparams(_hparams(config))
@@ -235,6 +236,7 @@ def _train_and_evaluate(
     timing = {"t0": None, "s0": None, "eval_s": 0.0}
     result: dict[str, Any] = {}
 
+    @profile_lib.annotated(profile_lib.LOG)
     def log_step(step: int):
         items = pending.drain(step)
         if not items:
@@ -261,6 +263,7 @@ def _train_and_evaluate(
             metrics.update({f"ema/{k}": v for k, v in ema_metrics.items() if k != "count"})
         return metrics
 
+    @profile_lib.annotated(profile_lib.EVAL)
     def do_eval(step: int) -> dict:
         t_start = time.perf_counter()
         metrics = evaluate(lambda e: state.variables(ema=e), "val")
@@ -278,9 +281,16 @@ def _train_and_evaluate(
         log.restart_clock(step)
         return metrics
 
+    train_steps = profile_lib.steps(
+        range(start_step + 1, run.num_steps + 1),
+        workdir,
+        t.get("profile_steps", 0),
+        profile_lib.first_traced_step(start_step, t.log_every),
+        sync=lambda: jax.block_until_ready(state),
+    )
     try:
         step = start_step
-        for step in range(start_step + 1, run.num_steps + 1):
+        for step in train_steps:
             batch = next(train_iter)
             batch = parallel.host_to_global({k: batch[k] for k in ("image", "label")}, run.mesh)
             state, metrics = step_fn(state, batch)
@@ -304,8 +314,9 @@ def _train_and_evaluate(
                     log_step(to_log.pop())
                 do_eval(step)
             if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.num_steps:
-                pending.check()
-                ckpts.save(step, state)
+                with profile_lib.annotation(profile_lib.CHECKPOINT):
+                    pending.check()
+                    ckpts.save(step, state)
         if to_log:
             log_step(to_log.pop())
         log_step(step)
@@ -360,6 +371,7 @@ def _train_and_evaluate(
             + (f"step {last} in {ckpts.latest.directory}" if last else "none yet")
         ) from None
     finally:
+        train_steps.close()
         sigterm.restore()
         log.close()
         ckpts.wait()

@@ -47,6 +47,7 @@ IGNORED = (
     "train.log_every",
     "train.checkpoint_every",
     "train.keep",
+    "train.profile_steps",
 )
 
 
