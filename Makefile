@@ -48,5 +48,12 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # The main job: CPU-sized SwinFC on the embedded synthetic_fgvc dataset (minutes on 2 cores).
+# A finished run (its eval.json written) is not trained or evaluated again: its result is
+# printed with how to start a new one. An interrupted one resumes.
+QUICKSTART ?= runs/quickstart
 quickstart: venv
-	$(BIN)/python -m fgvc_jax.main --config configs/swinfc.py:synthetic --workdir runs/quickstart
+	@if [ -f $(QUICKSTART)/eval.json ]; then \
+	  $(BIN)/python -m fgvc_jax.run.summary $(QUICKSTART) make quickstart QUICKSTART=runs/quickstart_2; \
+	else \
+	  $(BIN)/python -m fgvc_jax.main --config configs/swinfc.py:synthetic --workdir $(QUICKSTART); \
+	fi

@@ -31,6 +31,7 @@ from fgvc_jax.loop import state as state_lib
 from fgvc_jax.loop import step as step_lib
 from fgvc_jax.loop.experiment import Experiment
 from fgvc_jax.run import checkpoints as ckpt_lib
+from fgvc_jax.run import curves
 from fgvc_jax.run import model_card
 from fgvc_jax.run import workdir as workdir_lib
 from fgvc_jax.run.log import RunLog
@@ -363,6 +364,8 @@ def _train_and_evaluate(
             f"checkpoint (step {best_step}, by {selection} {t.best_metric}): "
             f"{_eval_summary(test_best)}"
         )
+        if jax.process_index() == 0:
+            log.line(f"training curves: {curves.write(workdir)}")
     except FloatingPointError as e:
         ckpts.wait()
         last = ckpts.last_good()  # issue 16: read back and verified

@@ -29,7 +29,8 @@ def first_run(tmp_path_factory):
 
 
 def test_refused_start_records_nothing_and_tools_still_work(first_run, tmp_path):
-    workdir, data_dir, _ = first_run
+    workdir, data_dir, log = first_run
+    assert f"training curves: {workdir / 'curves.png'}" in log  # written at the end of the run
     history = sorted(os.listdir(workdir / "config_history"))
     swinfc = cli.run(
         cli.tiny_args(
@@ -76,3 +77,4 @@ def test_refused_start_records_nothing_and_tools_still_work(first_run, tmp_path)
     )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     assert "checkpoint step 2" in evaluate.stdout and "top-1" in evaluate.stdout
+    assert f"training curves: {workdir / 'curves.png'}" in evaluate.stdout
