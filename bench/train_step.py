@@ -21,10 +21,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fgvc_jax.loop import train
+from fgvc_jax.methods import registry  # noqa: E402
 from fgvc_jax.recipe import Recipe  # noqa: E402
 from fgvc_jax.runtime import parallel
 
-PAPER = ("baseline_resnet", "baseline_swin", "ma_ea", "cra_smra", "swinfc")
+PAPER = tuple(n for n in registry.METHODS if registry.has_paper_size(n))
 
 
 def _config(method: str, arg: str):
