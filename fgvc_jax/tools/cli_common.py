@@ -86,7 +86,8 @@ def run(main, define_tool_flags) -> None:
 
 
 def quiet() -> None:
-    """The tools' output is their report: absl, orbax and JAX INFO lines are dropped."""
+    """The tools' output is their report: absl, orbax and JAX INFO lines are dropped, and
+    TFDS's warnings about the prepared dataset it reads ("Using custom data configuration")."""
     import logging as std_logging
 
     from absl import logging
@@ -94,6 +95,9 @@ def quiet() -> None:
     logging.set_verbosity(logging.WARNING)
     for name in ("jax", "orbax", "absl", "tensorflow"):
         std_logging.getLogger(name).setLevel(std_logging.WARNING)
+    logging.get_absl_handler().addFilter(
+        lambda r: r.levelno >= std_logging.ERROR or "/tensorflow_datasets/" not in r.pathname
+    )
 
 
 def image_paths(argv: list[str], tool: str) -> list[str]:

@@ -78,3 +78,4 @@ def test_refused_start_records_nothing_and_tools_still_work(first_run, tmp_path)
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     assert "checkpoint step 2" in evaluate.stdout and "top-1" in evaluate.stdout
     assert f"training curves: {workdir / 'curves.png'}" in evaluate.stdout
+    assert "Using custom data configuration" not in evaluate.stderr  # TFDS chatter
