@@ -3,7 +3,12 @@
 method's train step at its paper batch size in bf16.
 
   python bench/train_step.py                      # both parts
+  python bench/train_step.py --part overhead --model tiny   # the loop's own host work
   python bench/train_step.py --part memory --methods swinfc
+
+`--model tiny` trains a linear classifier on the mean colour (its step costs ~nothing), so
+the trainer's steps/s measure the loop's own host work per step: data pipeline, dispatch,
+metrics kept on the device, logging every 10 steps.
 Prints a markdown table (record it in BENCHMARKS.md with the machine)."""
 
 from __future__ import annotations
@@ -16,21 +21,66 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fgvc_jax import config as config_lib  # noqa: E402
 from fgvc_jax.loop import train
-from fgvc_jax.methods import registry  # noqa: E402
+from fgvc_jax.methods import losses, registry  # noqa: E402
+from fgvc_jax.methods.base import Method, Outputs  # noqa: E402
 from fgvc_jax.recipe import Recipe  # noqa: E402
 from fgvc_jax.runtime import parallel
 
 PAPER = tuple(n for n in registry.METHODS if registry.has_paper_size(n))
 
 
+TINY = "bench_linear"
+
+
+class _LinearNet(nn.Module):
+    num_classes: int
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, images, train: bool = False, explain: bool = False):
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(images.mean((1, 2)))
+        return Outputs(logits={"main": logits}, aux={"maps": {}} if explain else {})
+
+
+class LinearProbe(Method):
+    """The cheapest method: a linear classifier on the mean colour of the image."""
+
+    @classmethod
+    def defaults(cls, size: str) -> dict:
+        return dict(image_size=64)
+
+    @property
+    def network(self):
+        return _LinearNet(self.num_classes, self.dtype)
+
+    def loss(self, outputs, labels, targets=None):
+        ce = losses.cross_entropy(outputs.logits["main"], labels, 0.0, targets)
+        return ce, {"ce_main": ce}
+
+    def param_groups(self):
+        return {"new": r".*"}
+
+
 def _config(method: str, arg: str):
     import importlib
 
+    if method == TINY:
+        if TINY not in registry.METHODS:
+            registry.register(TINY, LinearProbe)
+        return config_lib.make_config(
+            TINY,
+            arg,
+            data=dict(),
+            optim=dict(name="sgd", lr={"new": 1e-3}),
+            train=dict(batch_size=8, num_epochs=1.0),
+        )
     return importlib.import_module(f"configs.{method}").get_config(arg)
 
 
@@ -80,6 +130,7 @@ def overhead(method_name: str, steps: int, data_dir: str) -> dict:
         "full": full,
         "bare": bare,
         "overhead_pct": 100 * (bare / full - 1),
+        "host_ms": 1e3 * (1 / full - 1 / bare),
     }
 
 
@@ -130,19 +181,27 @@ def main():
     p.add_argument("--part", choices=["all", "overhead", "memory"], default="all")
     p.add_argument("--methods", default=",".join(PAPER))
     p.add_argument("--overhead-method", default="swinfc")
+    p.add_argument(
+        "--model", choices=["method", "tiny"], default="method", help="tiny: the loop's own cost"
+    )
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--data-dir", default=os.path.expanduser("~/tensorflow_datasets"))
     a = p.parse_args()
     print(f"# {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}")
     if a.part in ("all", "overhead"):
-        r = overhead(a.overhead_method, a.steps, a.data_dir)
-        print("| method (synthetic) | batch | trainer steps/s | bare step steps/s | overhead |")
-        print("|---|---|---|---|---|")
+        print(f"# load average before: {os.getloadavg()}", flush=True)
+        r = overhead(TINY if a.model == "tiny" else a.overhead_method, a.steps, a.data_dir)
+        print(
+            "| method (synthetic) | batch | trainer steps/s | bare step steps/s | overhead "
+            "| host ms/step |"
+        )
+        print("|---|---|---|---|---|---|")
         print(
             f"| {r['method']} | {r['batch']} | {r['full']:.3f} | {r['bare']:.3f} | "
-            f"{r['overhead_pct']:+.1f}% |",
+            f"{r['overhead_pct']:+.1f}% | {r['host_ms']:.2f} |",
             flush=True,
         )
+        print(f"# load average after: {os.getloadavg()}", flush=True)
     if a.part in ("all", "memory"):
         print(
             "| method (paper size, bf16) | image | batch | params (M) | compile (s) | "
