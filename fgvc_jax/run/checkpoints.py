@@ -22,7 +22,6 @@ import concurrent.futures
 import contextlib
 import gc
 import hashlib
-import json
 import os
 import re
 import sys
@@ -35,8 +34,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-#: orbax's per-step metadata file (written last, with the commit); holds our digest.
-STEP_METADATA = "_CHECKPOINT_METADATA"
+#: The key of our digest in orbax's step metadata (`custom_metadata`).
 DIGEST_KEY = "sha256"
 
 
@@ -142,14 +140,13 @@ def _is_damage(e: Exception) -> bool:
 
 def stored_digest(folder: str) -> dict[str, str] | None:
     """The digest recorded in the checkpoint at `folder` (one step's folder); None for a
-    checkpoint written before digests were kept. Damaged if the step metadata is gone."""
-    path = os.path.join(folder, STEP_METADATA)
+    checkpoint written before digests were kept. Damaged if orbax cannot read its step
+    metadata (gone or corrupt)."""
     try:
-        with open(path) as f:
-            meta = json.load(f)
+        meta = ocp.metadata.get_step_metadata(folder)
     except (OSError, ValueError) as e:
-        raise Damaged(folder, f"{STEP_METADATA} unreadable ({_reason(e)})") from None
-    return (meta.get("custom_metadata") or {}).get(DIGEST_KEY)
+        raise Damaged(folder, f"step metadata unreadable ({_reason(e)})") from None
+    return (meta.custom_metadata or {}).get(DIGEST_KEY)
 
 
 def verify(folder: str, restored) -> None:
@@ -275,14 +272,23 @@ class Checkpoints:
     ):
         root = epath.Path(workdir if "://" in str(workdir) else os.path.abspath(workdir))
         self.best_metric, self.method = best_metric, method
+        policies = ocp.checkpoint_managers
         self.latest = ocp.CheckpointManager(
             root / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policies.LatestN(n=keep), create=True
+            ),
         )
+        best_fn = lambda m: m[best_metric]
         self.best = ocp.CheckpointManager(
             root / "best",
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, create=True, best_fn=lambda m: m[best_metric], best_mode="max"
+                # the one highest `best_metric` (sorted ascending, the last kept); orbax
+                # 0.12.8 writes a step's metrics only when `best_fn` is set
+                preservation_policy=policies.BestN(get_metric_fn=best_fn, reverse=False, n=1),
+                best_fn=best_fn,
+                best_mode="max",
+                create=True,
             ),
         )
 
