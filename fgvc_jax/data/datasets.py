@@ -128,19 +128,13 @@ def _prepare_locally(b, name: str) -> None:
     own console lines (what, where, progress) instead of TFDS's download-size line and bars."""
     from tensorflow_datasets.core import utils
 
-    from fgvc_jax.run.log import Progress, eta
+    from fgvc_jax.run.log import eta
 
     t0 = time.perf_counter()
     print(f"Preparing dataset {name} in {b.data_dir} (once; later runs reuse it).", flush=True)
     b._log_download_bytes = b._log_download_done = lambda: None  # TFDS's own lines
 
-    def quiet_tqdm(iterable=None, *args, desc="", total=None, **kw):
-        split = re.fullmatch(r"Generating (\S+) examples\.\.\.", desc or "")
-        if split is None:
-            return utils.EmptyTqdm(iterable)
-        return _counted(iterable, Progress(f"Preparing {name} {split.group(1)}", total))
-
-    original, utils.tqdm = utils.tqdm, quiet_tqdm
+    original, utils.tqdm = utils.tqdm, _split_progress(name)
     tfds.disable_progress_bar()
     try:
         b.download_and_prepare()
@@ -149,6 +143,23 @@ def _prepare_locally(b, name: str) -> None:
         tfds.enable_progress_bar()
     sizes = ", ".join(f"{k} {v.num_examples}" for k, v in sorted(b.info.splits.items()))
     print(f"Dataset {name} prepared in {eta(time.perf_counter() - t0)}: {sizes} images.")
+
+
+def _split_progress(name: str):
+    """A stand-in for TFDS's progress bars while `name` is prepared: our progress line for
+    each split's examples (with an ETA when the builder gives their count), nothing else."""
+    from tensorflow_datasets.core import utils
+
+    from fgvc_jax.run.log import Progress
+
+    def tqdm(iterable=None, *args, desc="", total=None, **kw):
+        split = re.fullmatch(r"Generating (\S+) examples\.\.\.", desc or "")
+        if split is None:
+            return utils.EmptyTqdm(iterable)
+        total = total or (len(iterable) if hasattr(iterable, "__len__") else None)
+        return _counted(iterable, Progress(f"Preparing {name} {split.group(1)}", total))
+
+    return tqdm
 
 
 def _counted(iterable, bar):

@@ -74,3 +74,26 @@ def test_progress_line_has_count_rate_and_eta(capsys, monkeypatch):
     assert capsys.readouterr().out == (
         "Building the decoded cache train_square_64: 50/200 images (25%), 5 images/s, ETA 30s\n"
     )
+
+
+def test_dataset_preparation_line_has_progress_and_eta(capsys, monkeypatch):
+    from fgvc_jax.data import datasets
+    from fgvc_jax.data.builders import synthetic_fgvc
+    from fgvc_jax.run import log
+
+    builder = synthetic_fgvc.SyntheticFGVC(
+        params=synthetic_fgvc.Params(num_classes=2, train_per_class=2, test_per_class=1),
+        data_dir="/nonexistent",
+    )
+    generators = builder._split_generators(None)
+    assert {s: len(g) for s, g in generators.items()} == {"train": 4, "test": 2}
+    clock = iter(range(0, 1000, 30))  # 30 s between two readings: every update is printed
+    monkeypatch.setattr(log.time, "perf_counter", lambda: next(clock))
+    tqdm = datasets._split_progress("synthetic_fgvc")
+    examples = tqdm(generators["train"], desc="Generating train examples...", total=None)
+    assert len(list(examples)) == 4
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Preparing synthetic_fgvc train: 1/4 images (25%), 0 images/s, ETA 3m00s"
+    assert len(lines) == 4 and lines[-1].endswith("ETA 0s")
+    splits = tqdm([1, 2], desc="Generating splits...")  # TFDS's other bars: silent
+    assert list(splits) == [1, 2] and capsys.readouterr().out == ""

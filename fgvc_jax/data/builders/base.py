@@ -208,6 +208,20 @@ def stored_bytes(path: Path, crop_bottom: int = 0) -> bytes:
     return out.getvalue()
 
 
+class KnownLength:
+    """A split's examples with their count: TFDS iterates it, the preparation's progress line
+    reads its length for the ETA."""
+
+    def __init__(self, examples, count: int):
+        self.examples, self.count = examples, count
+
+    def __iter__(self):
+        return iter(self.examples)
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Builds a dataset from a release folder located by `datasets.py` (`source`)."""
 
@@ -245,7 +259,10 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         names, splits = self.read_source(self._source)
         self.info.features["label"].names = names
         splits = self._drop_bad(splits)
-        return {split: self._generate_examples(items) for split, items in splits.items()}
+        return {
+            split: KnownLength(self._generate_examples(items), len(items))
+            for split, items in splits.items()
+        }
 
     def _drop_bad(self, splits):
         """Decodes every image once; names the bad ones and skips them or fails."""

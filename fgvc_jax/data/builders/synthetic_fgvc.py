@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 
-from fgvc_jax.data.builders.base import features
+from fgvc_jax.data.builders.base import KnownLength, features
 from fgvc_jax.data.errors import DataError
 
 SLOTS = ("head", "wing", "tail")
@@ -234,10 +234,11 @@ class SyntheticFGVC(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             class_parts(self._params.num_classes, self._params.seed)
         )
         p = self._params
-        return {
-            "train": self._generate_examples("train", p.num_classes * p.train_per_class),
-            "test": self._generate_examples("test", p.num_classes * p.test_per_class),
+        counts = {
+            "train": p.num_classes * p.train_per_class,
+            "test": p.num_classes * p.test_per_class,
         }
+        return {s: KnownLength(self._generate_examples(s, n), n) for s, n in counts.items()}
 
     def _generate_examples(self, split, count):
         parts = class_parts(self._params.num_classes, self._params.seed)
