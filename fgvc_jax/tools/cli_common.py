@@ -103,7 +103,7 @@ def quiet() -> None:
 def image_paths(argv: list[str], tool: str) -> list[str]:
     """The image files named by the positional arguments (folders expanded); usage if none."""
     from fgvc_jax.tools import image_files
-    from fgvc_jax.tools.trained import ToolError
+    from fgvc_jax.run.trained import ToolError
 
     if len(argv) < 2:
         raise ToolError(
@@ -116,7 +116,7 @@ def load_trained():
     import jax
 
     from fgvc_jax.runtime import compile_cache
-    from fgvc_jax.tools import trained
+    from fgvc_jax.run import trained
 
     if FLAGS.platform:
         jax.config.update("jax_platforms", FLAGS.platform)
@@ -127,7 +127,7 @@ def load_trained():
 def fail(error: BaseException) -> None:
     """Print a user mistake as `error: ...` and exit 2; re-raise anything else."""
     from fgvc_jax.data.errors import DataError
-    from fgvc_jax.tools.trained import ToolError
+    from fgvc_jax.run.trained import ToolError
 
     if isinstance(error, (ToolError, DataError, ValueError, FileNotFoundError)):
         print(f"error: {error}", file=sys.stderr)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fgvc_jax.loop.experiment import Experiment
-from fgvc_jax.tools import trained
+from fgvc_jax.run import trained
 from tests.tools import conftest
 
 

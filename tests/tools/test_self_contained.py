@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fgvc_jax import data, evaluate, explain, predict
-from fgvc_jax.tools import trained
+from fgvc_jax.run import trained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

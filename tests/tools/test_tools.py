@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fgvc_jax import evaluate, explain, predict
-from fgvc_jax.tools import trained
+from fgvc_jax.run import trained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,4 +1,4 @@
-"""fgvc_jax.loop.optim: per-group learning rates, schedules, weight-decay masks, clipping,
+"""fgvc_jax.recipe.optim: per-group learning rates, schedules, weight-decay masks, clipping,
 momentum semantics and gradient accumulation."""
 
 import jax
@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from fgvc_jax.loop import optim
+from fgvc_jax.recipe import optim
 
 GROUPS = {"backbone": r"^backbone/", "new": r".*"}
 
