@@ -20,11 +20,12 @@ Dtype = Any
 
 class ConvBNReLU(nn.Module):
     """Conv (no bias, explicit symmetric padding k//2) → BN (torch semantics, eps 1e-5,
-    momentum 0.9 = torch 0.1) → ReLU: the PMG/FBSD BasicConv."""
+    `momentum` in flax's convention: 0.9 = torch 0.1) → ReLU: the PMG/FBSD BasicConv."""
 
     features: int
     kernel_size: int = 1
     strides: int = 1
+    momentum: float = 0.9
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -41,7 +42,9 @@ class ConvBNReLU(nn.Module):
             param_dtype=self.param_dtype,
             name="conv",
         )(x)
-        x = BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x, train)
+        x = BatchNorm(self.momentum, dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(
+            x, train
+        )
         return nn.relu(x)
 
 
@@ -75,7 +78,9 @@ class CRAM(nn.Module):
     """CRAM on a stage output X (B, H, W, C):
     I = σ(MLP(GAP X) + MLP(GMP X)) (the paper's text; shared MLP C→C/r→C, ReLU, r = 16, no
     bias: choice); X_e = ConvLayer(X ⊗ I), ConvLayer = [1x1 conv C→`mid`, BN, ReLU, 3x3 conv
-    `mid`→`out`, BN, ReLU] (choice, FBSD's block: C_a = 1024); X_s = X ⊗ S with
+    `mid`→`out`, BN, ReLU] (choice, FBSD's block: C_a = 1024; its BNs' momentum
+    `convlayer_bn_momentum` in PyTorch's convention, 0.01 as FBSD's `BasicConv`'s
+    `BatchNorm2d(momentum=0.01)`, 0.99 in flax's); X_s = X ⊗ S with
     S = `suppression_mask(I)`, in training and, with `suppress_at_eval`, at evaluation.
     The mean number of suppressed channels is sown into the 'metrics' collection.
 
@@ -93,6 +98,7 @@ class CRAM(nn.Module):
     suppress_at_eval: bool = False
     suppress_form: str = "scale"
     channel_block: str = "cram"
+    convlayer_bn_momentum: float = 0.01
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -107,8 +113,9 @@ class CRAM(nn.Module):
         attended = x * importance
         if self.channel_block == "cbam":
             attended = attended * CBAMSpatial(return_map=True, name="spatial", **kw)(attended)
-        e = ConvBNReLU(self.mid, 1, name="conv_layer1", **kw)(attended, train)
-        e = ConvBNReLU(self.out, 3, name="conv_layer2", **kw)(e, train)
+        bn = dict(momentum=1.0 - self.convlayer_bn_momentum, **kw)  # torch → flax convention
+        e = ConvBNReLU(self.mid, 1, name="conv_layer1", **bn)(attended, train)
+        e = ConvBNReLU(self.out, 3, name="conv_layer2", **bn)(e, train)
         if self.channel_block == "cram" and (train or self.suppress_at_eval):
             s = x * suppression_mask(importance, self.omega, self.delta, self.suppress_form).astype(
                 x.dtype

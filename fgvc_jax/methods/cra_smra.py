@@ -80,6 +80,7 @@ class CRASMRANet(nn.Module):
     suppress_form: str
     channel_block: str
     smram_down: str
+    convlayer_bn_momentum: float
     dtype: Any
 
     @nn.compact
@@ -94,6 +95,7 @@ class CRASMRANet(nn.Module):
             suppress_at_eval=self.suppress_at_eval,
             suppress_form=self.suppress_form,
             channel_block=self.channel_block,
+            convlayer_bn_momentum=self.convlayer_bn_momentum,
         )
         bb = self.backbone
         x = bb.stage(1, bb.stem(images, train), train)
@@ -127,7 +129,8 @@ class CRASMRANet(nn.Module):
 class CRASMRA(BackboneMethod):
     """Config fields: cram_reduction (r), cram_mid, cram_out (C_a), head_hidden, head_pool,
     omega (ω), delta (δ), suppress_at_eval, suppress_form, channel_block ('cram' | 'cbam',
-    Table 3), smram_down, alpha (α, on each stage CE), beta (β, on CE_concat), gamma (γ, on
+    Table 3), smram_down, convlayer_bn_momentum (the ConvLayers' BN momentum, PyTorch's
+    convention: 0.01, FBSD's `BasicConv`), alpha (α, on each stage CE), beta (β, on CE_concat), gamma (γ, on
     L_div; 0 = CRAM only)."""
 
     twin = "fgvc_jax.reference.cra_smra:CRASMRA"
@@ -150,6 +153,7 @@ class CRASMRA(BackboneMethod):
             suppress_form="scale",
             channel_block="cram",
             smram_down="avgpool",
+            convlayer_bn_momentum=0.01,
             alpha=2.0,
             beta=1.0,
             gamma=1.0,

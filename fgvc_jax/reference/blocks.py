@@ -137,18 +137,19 @@ class EACA(nn.Module):
 
 
 class ConvBNReLU(nn.Sequential):
-    """PMG/FBSD BasicConv: conv (no bias, padding k//2) → BN → ReLU."""
+    """PMG/FBSD BasicConv: conv (no bias, padding k//2) → BN (`momentum`, PyTorch's) → ReLU."""
 
-    def __init__(self, c_in, c_out, k, stride=1):
+    def __init__(self, c_in, c_out, k, stride=1, momentum=0.1):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
+        self.bn = nn.BatchNorm2d(c_out, momentum=momentum)
         self.relu = nn.ReLU()
 
 
 class CRAM(nn.Module):
     """I = CBAMChannel map of X; X_e = ConvLayer(X ⊗ I) (1x1 conv C→mid, 3x3 conv mid→out,
-    each + BN + ReLU); `channel_block='cbam'`: X_e = ConvLayer(CBAM(X)), no suppression.
+    each + BN + ReLU, BN momentum `convlayer_bn_momentum`: FBSD's BasicConv 0.01);
+    `channel_block='cbam'`: X_e = ConvLayer(CBAM(X)), no suppression.
     Suppression (training, or evaluation with `suppress_at_eval`): I* = softmax_c(I),
     selected = I*_c ≥ δ·max I* (detached), S_c = ω if selected else 1 ('scale') or
     1 − ω·𝟙[selected] ('subtract'); X_s = X ⊗ S. Returns (X_e, X_s, mean selected count or
@@ -165,6 +166,7 @@ class CRAM(nn.Module):
         suppress_at_eval=False,
         suppress_form="scale",
         channel_block="cram",
+        convlayer_bn_momentum=0.01,
     ):
         super().__init__()
         self.omega, self.delta, self.suppress_at_eval = omega, delta, suppress_at_eval
@@ -172,8 +174,8 @@ class CRAM(nn.Module):
         self.channel = CBAMChannel(c, reduction, return_map=True)
         if channel_block == "cbam":
             self.spatial = CBAMSpatial(return_map=True)
-        self.conv_layer1 = ConvBNReLU(c, mid, 1)
-        self.conv_layer2 = ConvBNReLU(mid, out, 3)
+        self.conv_layer1 = ConvBNReLU(c, mid, 1, momentum=convlayer_bn_momentum)
+        self.conv_layer2 = ConvBNReLU(mid, out, 3, momentum=convlayer_bn_momentum)
 
     def forward(self, x):
         i = self.channel(x)  # (B, C, 1, 1)

@@ -4,7 +4,8 @@ IJCNN 2021) is the reading where it is silent (labelled choices of the method's 
 
 CRAM after conv3_x, conv4_x, conv5_x (DenseNet: denseblock2, 3, 4):
 I = σ(MLP(GAP X) + MLP(GMP X)), MLP two 1x1 convs C→C/r→C, ReLU, no bias;
-X_e = ConvLayer(X ⊗ I), ConvLayer = [1x1 conv C→mid, BN, ReLU, 3x3 conv mid→C_a, BN, ReLU];
+X_e = ConvLayer(X ⊗ I), ConvLayer = [1x1 conv C→mid, BN, ReLU, 3x3 conv mid→C_a, BN, ReLU]
+(BN momentum `convlayer_bn_momentum`, PyTorch's convention; FBSD's BasicConv: 0.01);
 suppression: I* = softmax_c(I), selected = I*_c ≥ δ·max I* (detached),
 S_c = ω if selected else 1 ('scale') or 1 − ω·𝟙[selected] ('subtract'); X_s = X ⊗ S is the
 next stage's input (training, and evaluation with `suppress_at_eval`).
@@ -49,6 +50,7 @@ def _cram(c, cfg):
         suppress_at_eval=cfg.suppress_at_eval,
         suppress_form=cfg.suppress_form,
         channel_block=cfg.channel_block,
+        convlayer_bn_momentum=cfg.convlayer_bn_momentum,
     )
 
 

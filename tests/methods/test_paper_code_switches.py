@@ -1,0 +1,59 @@
+"""The settings of the papers' public code as switches (FBSD, chaomaer/FBSD, the code CRA-SMRA
+builds on): the ConvLayer BatchNorm momentum, how multi-head predictions are combined, the
+input normalisation."""
+
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fgvc_jax.methods import registry
+from fgvc_jax.reference import parity, weights
+from fgvc_jax.reference.torch_import import torch
+
+STEPS, LR = 3, 0.05
+
+
+def _sgd(params, grads):
+    return jax.tree.map(lambda p, g: p - LR * g, params, grads)
+
+
+def test_cra_smra_convlayer_bn_momentum_is_fbsds_and_running_stats_match_pytorch():
+    """Three SGD steps of CRA-SMRA (CPU size, float64 both sides, different batches) and of
+    its twin with `torch.optim.SGD`: every BatchNorm running statistic agrees ≤ 1e-10
+    relative; the ConvLayer BNs are PyTorch BatchNorm2d(momentum=0.01), FBSD's BasicConv."""
+    cfg = registry.default_config("cra_smra", "cpu")
+    assert cfg.convlayer_bn_momentum == 0.01
+    with jax.enable_x64(True):
+        pair = parity.Pair(cfg, 10, train=True, dtype=jnp.float64, batch=4)
+        variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), pair.variables(0))
+        twin = pair.twin.double()
+        weights.jax_to_torch(variables, twin)
+        twin.train()
+        conv_bns = {k: m for k, m in twin.named_modules() if "conv_layer" in k and k.endswith("bn")}
+        assert len(conv_bns) == 6 and all(m.momentum == 0.01 for m in conv_bns.values())
+        opt = torch.optim.SGD(twin.parameters(), lr=LR)
+        params, stats = variables["params"], variables["batch_stats"]
+        for step in range(STEPS):
+            images, labels = pair.batch_of(step + 1)
+            x = jnp.asarray(images, jnp.float64)
+            (_, (_, _, state)), grads = pair._step(
+                params, stats, x, jnp.asarray(labels), jax.random.key(0)
+            )
+            params, stats = _sgd(params, grads), state["batch_stats"]
+            opt.zero_grad()
+            logits, aux = twin(torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float64)))
+            twin.loss(logits, aux, torch.from_numpy(labels).long())[0].backward()
+            opt.step()
+        ours = flax.traverse_util.flatten_dict(jax.device_get(stats))
+        sd = twin.state_dict()
+        keymap = weights.pairs(twin, flax.traverse_util.flatten_dict(variables))
+        checked = 0
+        for key, path in keymap.items():
+            if path[0] != "batch_stats":
+                continue
+            ref = sd[key].numpy()
+            err = np.max(np.abs(np.asarray(ours[path[1:]]) - ref)) / np.max(np.abs(ref))
+            assert err <= 1e-10, f"{key}: {err:.2e}"
+            checked += 1
+        assert checked >= 12  # the 6 ConvLayer BNs' mean and var at least
