@@ -64,6 +64,21 @@ def mean_softmax(logits: dict, keys) -> jax.Array:
     return sum(jax.nn.softmax(upcast(logits[k]), axis=-1) for k in keys) / len(keys)
 
 
+#: How a multi-head method combines its heads into one prediction (`method.combine`).
+COMBINES = ("softmax_mean", "logit_sum")
+
+
+def combine(logits: dict, keys, how: str) -> jax.Array:
+    """The named heads as one prediction, class probabilities (B, K) float32:
+    'softmax_mean', the mean of their softmaxes (CRA-SMRA's paper); 'logit_sum', the softmax
+    of the sum of their logits (FBSD's code predicts the argmax of the summed logits)."""
+    if how == "softmax_mean":
+        return mean_softmax(logits, keys)
+    if how == "logit_sum":
+        return jax.nn.softmax(sum(upcast(logits[k]) for k in keys), axis=-1)
+    raise ValueError(f"method.combine={how!r}; valid: {', '.join(COMBINES)}")
+
+
 def avg_max_pool(x):
     """concat(GAP x, GMP x) over H, W: (B, H, W, C) → (B, 2C) (MA-EA's improved pooling)."""
     return jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], axis=-1)

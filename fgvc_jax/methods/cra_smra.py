@@ -10,7 +10,7 @@ at evaluation with `suppress_at_eval`: FBSD suppresses at test too, and the next
 statistics are learned on suppressed inputs). SMRAM (training only) adds the diversity loss.
 Loss (the paper's order "each stage, overall, L_div"): L = α Σ_s CE_s + β CE_concat + γ L_div
 with α, β, γ = 2, 1, 1 (FBSD weights each stage x2, the concat x1). Prediction: the mean of
-the four softmaxes (the paper).
+the four softmaxes (the paper; `combine='logit_sum'`: FBSD's sum of the logits).
 
 Explanation maps (`explain=True`, `aux['maps']`): 'CRAM X_e conv<s>_x' (mean_c X_e) and
 'SMRAM P conv<s>_x' (SMRAM's spatial softmax P_s with the trained weights, at conv5_x's
@@ -32,7 +32,7 @@ from fgvc_jax.layers import CRAM, SMRAM
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods import losses, registry
 from fgvc_jax.methods.base import Outputs
-from fgvc_jax.methods.common import BackboneMethod, channel_mean, mean_softmax
+from fgvc_jax.methods.common import BackboneMethod, channel_mean, combine
 
 STAGES = (3, 4, 5)  # conv3_x, conv4_x, conv5_x = torchvision layer2, layer3, layer4
 HEAD_POOLS = ("max", "top5")
@@ -131,7 +131,8 @@ class CRASMRA(BackboneMethod):
     omega (ω), delta (δ), suppress_at_eval, suppress_form, channel_block ('cram' | 'cbam',
     Table 3), smram_down, convlayer_bn_momentum (the ConvLayers' BN momentum, PyTorch's
     convention: 0.01, FBSD's `BasicConv`), alpha (α, on each stage CE), beta (β, on CE_concat), gamma (γ, on
-    L_div; 0 = CRAM only)."""
+    L_div; 0 = CRAM only), combine ('softmax_mean': the paper's mean of the four softmaxes |
+    'logit_sum': FBSD's code, the softmax of the summed logits)."""
 
     twin = "fgvc_jax.reference.cra_smra:CRASMRA"
 
@@ -157,6 +158,7 @@ class CRASMRA(BackboneMethod):
             alpha=2.0,
             beta=1.0,
             gamma=1.0,
+            combine="softmax_mean",
         )
 
     def loss(self, outputs, labels, targets=None):
@@ -172,7 +174,8 @@ class CRASMRA(BackboneMethod):
         return total, terms
 
     def predict(self, outputs):
-        return mean_softmax(outputs.logits, [f"stage{s}" for s in STAGES] + ["concat"])
+        heads = [f"stage{s}" for s in STAGES] + ["concat"]
+        return combine(outputs.logits, heads, self.config.combine)
 
     def param_groups(self):
         """Backbone and SMRAM at the backbone lr (2e-4); CRAM, ConvLayers, heads 'new' (6e-3,

@@ -11,7 +11,7 @@ F'), on a parallel branch (the seed: "back into the network (or a parallel branc
 GMP x) of [F', F''] per placement (projected by a 1x1 conv to the last stage's width first
 when narrower) and of the raw last stage output; concat → BN → Dense K is the main head,
 each pooled feature also has its own Dense K head. Loss CE(main) + λ Σ CE(branches);
-prediction: main head.
+prediction: main head (`combine`: or every head's softmaxes averaged / logits summed).
 
 Explanation maps (`explain=True`, `aux['maps']`): 'MA <stage>' (mean_c M), 'EA erased
 <stage>' (the erased fraction 1 − ‖F ⊗ M_erase‖_c / ‖F‖_c) and 'MA on erased <stage> (round
@@ -30,7 +30,7 @@ from fgvc_jax.layers import MAEA, erase_mask
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods import registry
 from fgvc_jax.methods.base import Outputs
-from fgvc_jax.methods.common import BackboneMethod, avg_max_pool, channel_mean
+from fgvc_jax.methods.common import COMBINES, BackboneMethod, avg_max_pool, channel_mean, combine
 from fgvc_jax.runtime.precision import upcast
 
 STAGE_NAMES = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")  # torchvision layer1..layer4
@@ -107,7 +107,8 @@ class MAEANet(nn.Module):
 class MAEAMethod(BackboneMethod):
     """Config fields (all choices): stem_pool, ma_stages, ma_reduction (r), ma_residual,
     erase ('soft' | 'hard'), erase_theta (θ), erase_rounds, erase_into_trunk, branch_weight
-    (λ)."""
+    (λ), combine ('main': the main head alone | 'softmax_mean' | 'logit_sum' over every head,
+    `fgvc_jax.methods.common.combine`)."""
 
     twin = "fgvc_jax.reference.ma_ea:MAEA"
 
@@ -125,12 +126,22 @@ class MAEAMethod(BackboneMethod):
             erase_rounds=1,
             erase_into_trunk=False,
             branch_weight=1.0,
+            combine="main",
         )
 
     def loss(self, outputs, labels, targets=None):
         terms = {f"ce_{k}": self.ce(v, labels, targets) for k, v in outputs.logits.items()}
         branches = sum(v for k, v in terms.items() if k != "ce_main")
         return terms["ce_main"] + self.config.branch_weight * branches, terms
+
+    def predict(self, outputs):
+        if self.config.combine == "main":
+            return super().predict(outputs)
+        if self.config.combine not in COMBINES:
+            raise ValueError(
+                f"method.combine={self.config.combine!r}; valid: main, {', '.join(COMBINES)}"
+            )
+        return combine(outputs.logits, list(outputs.logits), self.config.combine)
 
 
 registry.register("ma_ea", MAEAMethod)

@@ -23,7 +23,7 @@ from fgvc_jax.layers import EACA, FFM, select_tokens
 from fgvc_jax.methods import backbone as backbone_lib
 from fgvc_jax.methods import losses, registry
 from fgvc_jax.methods.base import Outputs
-from fgvc_jax.methods.common import BackboneMethod, mean_softmax, swin_trunk
+from fgvc_jax.methods.common import BackboneMethod, combine, swin_trunk
 
 BRANCH_STAGES = (2, 3, 4)
 
@@ -89,7 +89,8 @@ class SwinFC(BackboneMethod):
     """Config fields: proj_dim (D, choice), ea_memory (M, choice: 64), use_ea, use_ca,
     use_ffm (the paper's ablations), ffm_similarity ('dot', Eq. 7 | 'cosine', FBSD),
     ffm_scale (1.0, Eq. 12 | 0.001, FBSD), use_fsm, stage_weights (β2..β4, Eq. 16),
-    con_margin (α, Eq. 15), con_weight."""
+    con_margin (α, Eq. 15), con_weight, combine ('softmax_mean', choice | 'logit_sum', the
+    softmax of the summed logits as FBSD's code predicts)."""
 
     twin = "fgvc_jax.reference.swinfc:SwinFC"
 
@@ -111,6 +112,7 @@ class SwinFC(BackboneMethod):
             stage_weights=(0.4, 0.6, 0.8),
             con_margin=0.4,
             con_weight=1.0,
+            combine="softmax_mean",
         )
 
     def loss(self, outputs, labels, targets=None):
@@ -126,7 +128,8 @@ class SwinFC(BackboneMethod):
         return total, terms
 
     def predict(self, outputs):
-        return mean_softmax(outputs.logits, ["trunk"] + [f"stage{s}" for s in BRANCH_STAGES])
+        heads = ["trunk"] + [f"stage{s}" for s in BRANCH_STAGES]
+        return combine(outputs.logits, heads, self.config.combine)
 
 
 registry.register("swinfc", SwinFC)

@@ -14,7 +14,8 @@ BN → ELU → Dense K; the overall head on concat(v3, v4, v5).
 SMRAM (training only): X_e of conv3_x, conv4_x brought to conv5_x's size by average pooling
 + BN ('avgpool') or by 3x3 stride-2 conv+BN+ReLU blocks ('conv'); φ_s = 1x1 conv C_a→1;
 P_s = softmax over H·W; L_div = 1 − (1/3) Σ_k max_s P_{s,k}.
-Loss L = α Σ_s CE_s + β CE_concat + γ L_div; prediction: mean of the four softmaxes."""
+Loss L = α Σ_s CE_s + β CE_concat + γ L_div; prediction: mean of the four softmaxes
+(`combine='logit_sum'`: softmax of the summed logits)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from fgvc_jax.reference import backbones
 from fgvc_jax.reference.blocks import CRAM, SMRAM
-from fgvc_jax.reference.functional import diversity_loss, gmp, top5_pool
+from fgvc_jax.reference.functional import combine, diversity_loss, gmp, top5_pool
 from fgvc_jax.reference.twin import Twin
 
 STAGES = (3, 4, 5)
@@ -95,4 +96,4 @@ class CRASMRA(Twin):
         return total, terms
 
     def predict(self, logits):
-        return sum(torch.softmax(logits[k], -1) for k in logits) / len(logits)
+        return combine(logits, list(logits), self.config.combine)

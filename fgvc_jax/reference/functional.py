@@ -11,6 +11,14 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
+def combine(logits, keys, how: str):
+    """The named heads as class probabilities: 'softmax_mean', the mean of their softmaxes;
+    'logit_sum', the softmax of the sum of their logits (FBSD's code)."""
+    if how == "logit_sum":
+        return torch.softmax(sum(logits[k] for k in keys), -1)
+    return sum(torch.softmax(logits[k], -1) for k in keys) / len(keys)
+
+
 def diversity_loss(probs):
     """CRA-SMRA's L_div (the MC-Loss form): P (B, S, HW) spatial softmaxes; CCMP
     g_k = max_s P_{s,k}; L_div = 1 − (1/S)·Σ_k g_k, batch mean."""

@@ -8,7 +8,8 @@ labelled choices of the method's config. MA on a stage output F: M_c = SE channe
 F_erased = F ⊗ M_erase (the original F); F'' = MA_2(F_erased); `erase_rounds` repeats.
 Placement conv4_x and conv5_x; pool(x) = [GAP x, GMP x]; narrower features projected by a
 1x1 conv to the last width; main head concat → BN → Dense K, one Dense K per pooled feature.
-Loss CE(main) + λ Σ CE(branch); prediction softmax(main)."""
+Loss CE(main) + λ Σ CE(branch); prediction softmax(main) (`combine`: every head's softmaxes
+averaged or logits summed)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from fgvc_jax.reference import backbones
 from fgvc_jax.reference.blocks import SE, CBAMSpatial
-from fgvc_jax.reference.functional import gap, gmp
+from fgvc_jax.reference.functional import combine, gap, gmp
 from fgvc_jax.reference.twin import Twin
 
 STAGE_NAMES = ("conv2_x", "conv3_x", "conv4_x", "conv5_x")
@@ -113,3 +114,8 @@ class MAEA(Twin):
         terms = {f"ce_{k}": self.ce(v, labels) for k, v in logits.items()}
         branches = sum(v for k, v in terms.items() if k != "ce_main")
         return terms["ce_main"] + self.config.branch_weight * branches, terms
+
+    def predict(self, logits):
+        if self.config.combine == "main":
+            return super().predict(logits)
+        return combine(logits, list(logits), self.config.combine)

@@ -23,7 +23,7 @@ from torch import nn
 
 from fgvc_jax.reference import backbones
 from fgvc_jax.reference.blocks import EACA, ffm
-from fgvc_jax.reference.functional import contrastive_loss
+from fgvc_jax.reference.functional import combine, contrastive_loss
 from fgvc_jax.reference.twin import Twin
 
 BRANCH_STAGES = (2, 3, 4)
@@ -88,8 +88,7 @@ class SwinFC(Twin):
         return total, terms
 
     def predict(self, logits):
-        """The sum of the four softmaxes (choice), normalised to class probabilities."""
-        p = sum(
-            torch.softmax(logits[k], -1) for k in ["trunk"] + [f"stage{s}" for s in BRANCH_STAGES]
-        )
-        return p / p.sum(dim=-1, keepdim=True)
+        """The sum of the four softmaxes (choice), normalised to class probabilities (their
+        mean); `combine='logit_sum'`: the softmax of the summed logits."""
+        heads = ["trunk"] + [f"stage{s}" for s in BRANCH_STAGES]
+        return combine(logits, heads, self.config.combine)

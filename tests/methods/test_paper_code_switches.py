@@ -6,8 +6,10 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from fgvc_jax.methods import registry
+from fgvc_jax.methods.base import Outputs
 from fgvc_jax.reference import parity, weights
 from fgvc_jax.reference.torch_import import torch
 
@@ -57,3 +59,58 @@ def test_cra_smra_convlayer_bn_momentum_is_fbsds_and_running_stats_match_pytorch
             assert err <= 1e-10, f"{key}: {err:.2e}"
             checked += 1
         assert checked >= 12  # the 6 ConvLayer BNs' mean and var at least
+
+
+# Each multi-head method's heads, and what its default prediction combines.
+HEADS = {
+    "cra_smra": (["stage3", "stage4", "stage5", "concat"], "softmax_mean"),
+    "swinfc": (["trunk", "stage2", "stage3", "stage4"], "softmax_mean"),
+    "ma_ea": (["main", "conv4_ma", "conv4_erased1", "conv5_ma", "conv5_raw"], "main"),
+}
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _logits(heads, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: rng.normal(0.0, 4.0, (256, 10)).astype(np.float32) for k in heads}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_combine_default_is_unchanged_and_logit_sum_is_fbsds_rule(name):
+    heads, default = HEADS[name]
+    cfg = registry.default_config(name, "cpu")
+    assert cfg.combine == default
+    logits = _logits(heads)
+    outputs = Outputs(logits={k: jnp.asarray(v) for k, v in logits.items()})
+    got = np.asarray(registry.create(cfg, 10).predict(outputs))
+    expected = (
+        _softmax(logits["main"].astype(np.float64))
+        if default == "main"
+        else np.mean([_softmax(logits[k].astype(np.float64)) for k in heads], axis=0)
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+    cfg.combine = "logit_sum"
+    total = sum(logits[k].astype(np.float64) for k in heads)
+    summed = np.asarray(registry.create(cfg, 10).predict(outputs))
+    np.testing.assert_allclose(summed, _softmax(total), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(np.argmax(summed, -1), np.argmax(total, -1))
+    # the two rules rank differently somewhere, so the switch is not a no-op
+    assert np.any(np.argmax(summed, -1) != np.argmax(got, -1))
+
+    cfg.combine = "vote"
+    with pytest.raises(ValueError, match="method.combine='vote'"):
+        registry.create(cfg, 10).predict(outputs)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_combine_logit_sum_matches_the_twin(name):
+    cfg = registry.default_config(name, "cpu")
+    cfg.combine = "logit_sum"
+    rows, _ = parity.run(cfg, 10, train=False, batch=2, twin_dtype="float64")
+    (r,) = [r for r in rows if r.name == "combined prediction"]
+    assert r.rel <= 1e-5, parity.table(rows)
