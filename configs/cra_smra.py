@@ -6,7 +6,10 @@ Paper's reported top-1: not recovered (the text survives, its tables do not); co
 the same-recipe baseline, configs/baseline_resnet.py:<dataset>,cra_smra.
 Recipe (the paper's text): resize 550 → crop 448 through the center in training and test,
 horizontal flip in training; SGD momentum 0.9, wd 1e-5, cosine, batch 20, 200 epochs; lr 2e-4
-for the backbone and SMRAM, 6e-3 for CRAM (choice: ConvLayers and heads too). The paper and
+for the backbone and SMRAM, 6e-3 for CRAM (choice: ConvLayers and heads too).
+Normalisation: the recipe uses the backbone's ImageNet mean/std (data.normalization='imagenet',
+choice: the paper does not say); FBSD's code, which CRA-SMRA builds on, uses mean = std = 0.5
+(--config.data.normalization=half). The paper and
 FBSD train on the whole training split and report the test split: add
 --config.data.val_fraction=0 to reproduce that protocol.
 

@@ -81,6 +81,9 @@ def default_config(name: str = "synthetic_fgvc") -> ml_collections.ConfigDict:
     c.eval_crop = c.crop
     c.resize_mode = "square"  # "square": S×S; "shorter": shorter side → S
     c.flip = True
+    # Input normalisation, `fgvc_jax.recipe.NORMALIZATIONS`: "imagenet" (the backbones'
+    # pretraining mean/std) | "half" (mean = std = 0.5, x ↦ 2x − 1: FBSD's code).
+    c.normalization = "imagenet"
     c.train_crop = "random"  # "random" | "center" (CRA-SMRA's recipe)
     c.rotation = 0.0  # max degrees of random rotation; 0 = off
     c.color_jitter = 0.0  # brightness/contrast/saturation strength; 0 = off

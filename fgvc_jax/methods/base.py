@@ -46,8 +46,9 @@ class Method(abc.ABC):
     the trainer from `config.train.dtype`; parameters stay float32).
     """
 
-    #: Per-channel mean/std (in [0, 1] units) of the backbone's pretraining; images are
-    #: normalised on the device with these.
+    #: Per-channel mean/std (in [0, 1] units) images are normalised with on the device: the
+    #: backbone's pretraining statistics, or what `config.data.normalization` names (a run's
+    #: `Recipe` sets them, `fgvc_jax.recipe.normalization`).
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 

@@ -19,6 +19,7 @@ import optax
 
 from fgvc_jax.data import cache, preprocess
 from fgvc_jax.methods import registry
+from fgvc_jax.methods.base import IMAGENET_MEAN, IMAGENET_STD
 from fgvc_jax.recipe import lengths, optim
 from fgvc_jax.recipe import train_state as state
 from fgvc_jax.runtime import parallel
@@ -37,6 +38,21 @@ def compute_dtype(config: ml_collections.ConfigDict):
     return DTYPES[name]
 
 
+#: `config.data.normalization` → per-channel (mean, std) in [0, 1] units: 'imagenet', the
+#: statistics of the backbones' ImageNet pretraining; 'half', mean = std = 0.5 (x ↦ 2x − 1,
+#: as FBSD's code normalises).
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": ((0.5,) * 3, (0.5,) * 3)}
+
+
+def normalization(config: ml_collections.ConfigDict) -> tuple[tuple, tuple]:
+    """(mean, std) of `config.data.normalization` (configs written before the field:
+    'imagenet'), what the method's images are normalised with."""
+    name = config.data.get("normalization", "imagenet")
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"config.data.normalization={name!r}; valid: {', '.join(NORMALIZATIONS)}")
+    return NORMALIZATIONS[name]
+
+
 def ema_decay(config: ml_collections.ConfigDict) -> float:
     """`config.train.ema_decay`; 0 = no EMA of the weights."""
     return float(config.train.get("ema_decay", 0.0))
@@ -50,6 +66,7 @@ def eval_batch_size(config: ml_collections.ConfigDict) -> int:
 def check(config: ml_collections.ConfigDict) -> None:
     """The settings that need no dataset: compute dtype, crops and resize modes."""
     compute_dtype(config)
+    normalization(config)
     preprocess.Augment.train(config.data)
     preprocess.Augment.eval(config.data)
 
@@ -76,6 +93,7 @@ class Recipe:
         check(config)
         self.dtype = compute_dtype(config)
         self.method = registry.create(config.method, self.num_classes, self.dtype)
+        self.method.mean, self.method.std = normalization(config)
         t = config.train
         self.batch_size = int(t.batch_size)
         self.eval_batch_size = eval_batch_size(config)

@@ -8,8 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import cra_smra
+from fgvc_jax.data import preprocess
 from fgvc_jax.methods import registry
 from fgvc_jax.methods.base import Outputs
+from fgvc_jax.recipe import Recipe
 from fgvc_jax.reference import parity, weights
 from fgvc_jax.reference.torch_import import torch
 
@@ -114,3 +117,24 @@ def test_combine_logit_sum_matches_the_twin(name):
     rows, _ = parity.run(cfg, 10, train=False, batch=2, twin_dtype="float64")
     (r,) = [r for r in rows if r.name == "combined prediction"]
     assert r.rel <= 1e-5, parity.table(rows)
+
+
+def test_normalization_half_maps_0_to_minus_1_and_255_to_1_and_imagenet_is_the_default():
+    config = cra_smra.get_config("synthetic")
+    images = np.asarray([0, 255], np.uint8).reshape(1, 1, 2, 1).repeat(3, -1)
+    method = Recipe(config, 10).method
+    assert config.data.normalization == "imagenet"
+    got = np.asarray(preprocess.normalize(images, method.mean, method.std))
+    np.testing.assert_allclose(
+        got[0, 0, 0], -np.array([0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], rtol=1e-6
+    )
+
+    config.data.normalization = "half"
+    method = Recipe(config, 10).method
+    got = np.asarray(preprocess.normalize(images, method.mean, method.std))
+    np.testing.assert_array_equal(got[0, 0, 0], [-1.0, -1.0, -1.0])
+    np.testing.assert_array_equal(got[0, 0, 1], [1.0, 1.0, 1.0])
+
+    config.data.normalization = "0.5"
+    with pytest.raises(ValueError, match="config.data.normalization='0.5'; valid: imagenet, half"):
+        Recipe(config, 10)
