@@ -146,7 +146,10 @@ def main(argv):
             )
     except train.Preempted as e:
         logging.warning("%s", e)
-        sys.exit(143)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        logging.warning("Interrupted (SIGINT): stopped at once; no checkpoint written.")
+        sys.exit(130)
     except FloatingPointError as e:
         _fail(str(e))
     except (

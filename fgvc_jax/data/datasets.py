@@ -16,7 +16,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from fgvc_jax.data import splits
+from fgvc_jax.data import lock, splits
 from fgvc_jax.data.builders import aircraft, cars, cub, dogs, folder, nabirds, synthetic_fgvc
 from fgvc_jax.data.config import LABEL_LEVELS, check_name
 from fgvc_jax.data.errors import DataError
@@ -97,6 +97,14 @@ def builder(config) -> tfds.core.DatasetBuilder:
 
 
 def _prepared_builder(config) -> tfds.core.DatasetBuilder:
+    """`_prepare` under a lock file in data_dir: runs started together on a new data_dir (a
+    sweep) prepare the dataset once; the others wait, then reuse it."""
+    data_dir = _dirs(config)[0]
+    with lock.held(data_dir / f".prepare-{config.name}.lock", f"preparing {config.name}"):
+        return _prepare(config)
+
+
+def _prepare(config) -> tfds.core.DatasetBuilder:
     data_dir, manual = _dirs(config)
     kw = dict(data_dir=str(data_dir), file_format="array_record")
     if config.name == "synthetic_fgvc":

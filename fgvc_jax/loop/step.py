@@ -109,7 +109,21 @@ def train_step(
         new_state = new_state.replace(ema_params=ema_update(state.ema_params, params, ema_decay))
     metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads)}
     metrics.update({f"lr/{g}": lr for g, lr in optim.learning_rates(opt_state).items()})
+    metrics[STATE_FINITE] = all_finite((params, batch_stats, opt_state))
     return new_state, metrics
+
+
+#: Metric of the train step: whether the updated params, batch statistics and optimizer state
+#: are all finite. A finite loss does not say so (an update can overflow: lr 1e39 turns every
+#: parameter to inf after a finite loss), and the trainer saves a state only when it is
+#: finite. Checked in the step, not on the host before saving: one fused reduction over the
+#: state the step has just written, with no transfer and no wait.
+STATE_FINITE = "state_finite"
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])) if leaves else True
 
 
 def _device_augments(config) -> bool:

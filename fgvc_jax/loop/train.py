@@ -39,7 +39,12 @@ from fgvc_jax.runtime import parallel
 
 
 class Preempted(Exception):
-    """Raised after the checkpoint of a SIGTERM (pre-emption) has been written."""
+    """Raised after the checkpoint of a SIGTERM (pre-emption) or SIGINT has been written;
+    `exit_code` 143 or 130."""
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def params_fingerprint(params) -> str:
@@ -84,21 +89,37 @@ def _log_overview(run: Experiment, params, workdir: str) -> None:
 
 
 class _Sigterm:
-    """Turns SIGTERM into a flag the loop polls (pre-emptible pods); multi-process runs use
-    JAX's preemption sync point so that every process saves at the same step."""
+    """Turns SIGTERM (pre-emption) and SIGINT (Ctrl-C) into a flag the loop polls: the step
+    in progress ends, its checkpoint is written, the process exits 143 or 130. A second
+    Ctrl-C stops at once. Multi-process runs use JAX's preemption sync point so that every
+    process saves at the same step (SIGINT is left to Python there). In the final evaluation
+    (`final`: the last step's checkpoint is written) the flag ends the evaluation."""
+
+    EXIT = {signal.SIGTERM: 143, signal.SIGINT: 130}
 
     def __init__(self):
-        self.flag = False
-        self.previous = None
+        self.flag, self.signum, self.final = False, None, False
+        self.previous = {}
         if jax.process_count() == 1:
             try:
-                self.previous = signal.signal(signal.SIGTERM, self._handle)
+                for signum in self.EXIT:
+                    self.previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread
                 pass
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint at the current step")
-        self.flag = True
+        name = signal.Signals(signum).name
+        if self.final:
+            logging.warning(
+                "%s received during the final evaluation: stopping it (the last step's "
+                "checkpoint is written; eval.json is not).",
+                name,
+            )
+        else:
+            logging.warning("%s received: saving a checkpoint at the current step", name)
+        if signum == signal.SIGINT:  # a second Ctrl-C: KeyboardInterrupt, at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.flag, self.signum = True, self.signum or signum
 
     def reached(self, step: int) -> bool:
         if jax.process_count() > 1:
@@ -107,9 +128,40 @@ class _Sigterm:
             return multihost_utils.reached_preemption_sync_point(step)
         return self.flag
 
+    def exit_code(self) -> int:
+        return self.EXIT.get(self.signum, 143)
+
+    def what(self) -> str:
+        return "Interrupted (SIGINT)" if self.signum == signal.SIGINT else "Pre-empted"
+
+    def batches(self, batches):
+        """`batches`, stopped by a signal during the final evaluation."""
+        for batch in batches:
+            if self.final and self.flag:
+                raise _FinalStopped
+            yield batch
+        if self.final and self.flag:
+            raise _FinalStopped
+
     def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, previous in self.previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+
+
+class _FinalStopped(Exception):
+    """A signal came during the final evaluation."""
+
+
+class NonFinite(FloatingPointError):
+    """A NaN/Inf at `step`: in its loss or gradient (`diverged`: the state of step - 1 gives
+    them, whatever the learning rate, since they depend only on that state and the step's
+    batch), or in the state its update made (the state of step - 1 is good; the learning
+    rate was too high)."""
+
+    def __init__(self, message: str, step: int, diverged: bool):
+        super().__init__(message)
+        self.step, self.diverged = step, diverged
 
 
 class _Pending:
@@ -129,9 +181,19 @@ class _Pending:
         self.items[:n] = jax.device_get(self.items[:n])
         for step, m in self.items[:n]:
             if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
-                raise FloatingPointError(
+                raise NonFinite(
                     f"Loss is {m['loss']} (gradient norm {m['grad_norm']}) at step {step}: "
-                    "stopping. The last good checkpoint is kept."
+                    "stopping.",
+                    step,
+                    diverged=True,
+                )
+            if not m.get(step_lib.STATE_FINITE, True):  # a finite loss, an overflowing update
+                raise NonFinite(
+                    f"The update of step {step} made the parameters or optimizer state "
+                    f"non-finite (loss {m['loss']}, gradient norm {m['grad_norm']}): "
+                    "stopping; that state is not saved.",
+                    step,
+                    diverged=False,
                 )
         return self.items[:n]
 
@@ -145,6 +207,8 @@ def _mean_metrics(items: list[tuple[int, dict]]) -> dict[str, float]:
     """Mean of each training metric over the logged steps; learning rates of the last step."""
     out = {}
     for k in items[-1][1]:
+        if k == step_lib.STATE_FINITE:
+            continue
         if k.startswith("lr/"):
             out[k] = float(items[-1][1][k])
         else:
@@ -255,11 +319,11 @@ def _train_and_evaluate(
     def evaluate(variables_of, which: str) -> dict:
         """Metrics of the weights (and their EMA) on the 'val' or 'test' split."""
         metrics = step_lib.evaluate(
-            eval_fn, variables_of(False), run.eval_iterator(which), run.mesh
+            eval_fn, variables_of(False), sigterm.batches(run.eval_iterator(which)), run.mesh
         )
         if ema:
             ema_metrics = step_lib.evaluate(
-                eval_fn, variables_of(True), run.eval_iterator(which), run.mesh
+                eval_fn, variables_of(True), sigterm.batches(run.eval_iterator(which)), run.mesh
             )
             metrics.update({f"ema/{k}": v for k, v in ema_metrics.items() if k != "count"})
         return metrics
@@ -296,6 +360,7 @@ def _train_and_evaluate(
             batch = parallel.host_to_global({k: batch[k] for k in ("image", "label")}, run.mesh)
             state, metrics = step_fn(state, batch)
             pending.add(step, metrics)
+            ckpts.check()  # a failed asynchronous save stops the run at the next step
             if to_log:  # log the previous log step now that this step is queued
                 log_step(to_log.pop())
             if step == start_step + 1:  # compiled: the clock starts after the first step
@@ -309,7 +374,10 @@ def _train_and_evaluate(
                 pending.check()
                 ckpts.save(step, state)
                 ckpts.wait()
-                raise Preempted(f"Pre-empted: checkpoint of step {step} saved in {workdir}")
+                raise Preempted(
+                    f"{sigterm.what()}: checkpoint of step {step} saved in {workdir}",
+                    sigterm.exit_code(),
+                )
             if run.eval_every and step % run.eval_every == 0 and step < run.num_steps:
                 if to_log:
                     log_step(to_log.pop())
@@ -326,16 +394,30 @@ def _train_and_evaluate(
         train_s = (time.perf_counter() - timing["t0"] - timing["eval_s"]) if timing["t0"] else 0.0
         if step > start_step:
             ckpts.save(step, state)
-        final = do_eval(step)
-        ckpts.wait()
-        test = final if selection == "test" else evaluate(lambda e: state.variables(ema=e), "test")
-        best_step = ckpts.best.latest_step()
-        test_best = test
-        if best_step is not None and best_step != step:
-            best_dir = ckpts.find("best")[0]
-            test_best = evaluate(
-                lambda e: state_lib.restore_variables(best_dir, shapes, run.mesh, ema=e), "test"
+        # A signal from here on stops the evaluation: the last step's checkpoint is written,
+        # and a restart trains nothing and evaluates it.
+        sigterm.final = True
+        try:
+            final = do_eval(step)
+            ckpts.wait()
+            test = (
+                final if selection == "test" else evaluate(lambda e: state.variables(ema=e), "test")
             )
+            best_step = ckpts.best.latest_step()
+            test_best = test
+            if best_step is not None and best_step != step:
+                best_dir = ckpts.find("best")[0]
+                test_best = evaluate(
+                    lambda e: state_lib.restore_variables(best_dir, shapes, run.mesh, ema=e), "test"
+                )
+        except _FinalStopped:
+            ckpts.wait()
+            raise Preempted(
+                f"{sigterm.what()} during the final evaluation: the "
+                f"checkpoint of step {step} is saved in {workdir}, eval.json is not written; "
+                "run the same command to evaluate it (nothing is trained again).",
+                sigterm.exit_code(),
+            ) from None
         steps = step - (timing["s0"] or step)
         result = {
             "step": int(step),
@@ -366,11 +448,26 @@ def _train_and_evaluate(
         )
         if jax.process_index() == 0:
             log.line(f"training curves: {curves.write(workdir)}")
-    except FloatingPointError as e:
+    except NonFinite as e:
+        # A checkpoint is saved only once its step's metrics are fetched and finite, the
+        # state included (`step_lib.STATE_FINITE`), so every saved state is finite. The
+        # state of step s - 1 whose step s gives a NaN loss or gradient is finite but
+        # useless (a resume repeats that step exactly, at any learning rate): it is moved
+        # aside here, which costs nothing while training, where holding each state back
+        # until the next step's loss is known would cost a second copy of it on the device.
         ckpts.wait()
-        last = ckpts.last_good()  # issue 16: read back and verified
+        aside = ""
+        if e.diverged and e.step - 1 in ckpts.latest.all_steps():
+            moved = ckpts.set_aside_diverged(
+                e.step - 1, f"step {e.step} from it gives a NaN/Inf loss or gradient"
+            )
+            aside = (
+                f" Checkpoint {e.step - 1} leads to it at any learning rate: moved aside "
+                f"to {moved}."
+            )
+        last = ckpts.last_good()  # issue 16: read back, verified and finite
         raise FloatingPointError(
-            f"{e} Last good checkpoint: "
+            f"{e}{aside} Last good checkpoint: "
             + (f"step {last} in {ckpts.latest.directory}" if last else "none yet")
         ) from None
     finally:

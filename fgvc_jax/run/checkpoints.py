@@ -34,6 +34,11 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from fgvc_jax.run import orbax_errors
+from fgvc_jax.run.orbax_errors import OrbaxErrors
+
+#: orbax's errors (a failed write's tracebacks), in the workdir instead of the console.
+ERRORS_LOG = "checkpoint_errors.log"
 #: The key of our digest in orbax's step metadata (`custom_metadata`).
 DIGEST_KEY = "sha256"
 
@@ -49,6 +54,10 @@ class Damaged(CheckpointError):
     def __init__(self, folder: str, reason: str):
         super().__init__(f"checkpoint {folder} is damaged: {reason}")
         self.folder, self.reason = folder, reason
+
+
+class WriteFailed(CheckpointError):
+    """An (asynchronous) checkpoint write failed: full disk, permissions, a storage error."""
 
 
 class Mismatch(CheckpointError, ValueError):
@@ -240,7 +249,8 @@ def read_variables(folder: str, target: dict, method: str | None = None) -> dict
 
 
 def _read_all(folder: str) -> None:
-    """Read every array of the checkpoint at `folder` to host memory and verify it."""
+    """Read every array of the checkpoint at `folder` to host memory, verify it and check
+    that it is finite (Damaged otherwise)."""
     tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(folder) / "default")
     tree = getattr(tree, "tree", tree)
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
@@ -250,6 +260,35 @@ def _read_all(folder: str) -> None:
             args=ocp.args.PyTreeRestore(item=tree, restore_args=args),
         )
     verify(folder, restored)
+    bad = sum(
+        int(np.size(x) - np.isfinite(x).sum())
+        for x in jax.tree.leaves(restored)
+        if np.issubdtype(np.asarray(x).dtype, np.inexact)
+    )
+    if bad:
+        raise Damaged(folder, f"holds {bad:,} non-finite values")
+
+
+def _move_aside(folder: str, label: str) -> str:
+    """Rename `folder` to `<folder>.<label>-<time>` (process 0; nothing is deleted)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = f"{folder}.{label}-{stamp}"
+    if jax.process_index() == 0:
+        n = 1
+        while os.path.exists(aside):
+            n += 1
+            aside = f"{folder}.{label}-{stamp}-{n}"
+        os.rename(folder, aside)
+    return aside
+
+
+def _synced(mgr) -> None:
+    """Every process past the renames, then `mgr` re-lists its steps."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("fgvc_jax:checkpoints_set_aside")
+    mgr.reload()
 
 
 def has_checkpoints(workdir: str) -> bool:
@@ -293,6 +332,18 @@ class Checkpoints:
         )
 
         self._best = self._read_best_value()
+        self._errors = OrbaxErrors(os.path.join(str(root), ERRORS_LOG))
+        self._saved: tuple[str, int] | None = None  # (folder of the manager, step) last saved
+
+    def check(self) -> None:
+        """WriteFailed if an asynchronous save failed (no wait; after every step)."""
+        if self._errors.first is not None:
+            folder, step = self._saved or (str(self.latest.directory), -1)
+            why = orbax_errors.reason(self._errors.first)
+            raise WriteFailed(
+                f"could not write checkpoint {step} to {folder}: {why} (orbax's messages in "
+                f"{self._errors.path}). The earlier checkpoints are kept."
+            )
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
@@ -318,6 +369,9 @@ class Checkpoints:
     def save(self, step: int, state: Any) -> None:
         """Periodic checkpoint of `state` at `step` with its digest (asynchronous; `wait` to
         finish)."""
+        self.check()
+        self._saved = (str(self.latest.directory), step)
+        self._errors.armed = True
         self.latest.save(
             step,
             args=ocp.args.StandardSave(state),
@@ -330,6 +384,9 @@ class Checkpoints:
         value = float(metrics[self.best_metric])
         if value <= self._best:
             return False
+        self.check()
+        self._saved = (str(self.best.directory), step)
+        self._errors.armed = True
         self.best.save(
             step,
             args=ocp.args.StandardSave(state),
@@ -373,8 +430,9 @@ class Checkpoints:
         return None
 
     def last_good(self) -> int | None:
-        """The newest periodic checkpoint that reads and verifies (damaged newer ones are
-        moved aside); None if none does. Reads whole checkpoints: for the NaN message."""
+        """The newest periodic checkpoint that reads, verifies and is finite (newer ones are
+        moved aside as damaged); None if none does. Reads whole checkpoints: for the NaN
+        message."""
         failed: list[tuple[int, str]] = []
         for step in sorted(self.latest.all_steps(), reverse=True):
             try:
@@ -391,24 +449,22 @@ class Checkpoints:
         orbax no longer lists it; nothing is deleted."""
         if not failed:
             return
-        stamp = time.strftime("%Y%m%d-%H%M%S")
         for step, reason in failed:
             folder = self._folder(mgr, step)
-            aside = f"{folder}.damaged-{stamp}"
-            if jax.process_index() == 0:
-                n = 1
-                while os.path.exists(aside):
-                    n += 1
-                    aside = f"{folder}.damaged-{stamp}-{n}"
-                os.rename(folder, aside)
+            aside = _move_aside(folder, "damaged")
             logging.warning(
                 "Checkpoint %s is damaged (%s): moved aside to %s; %s.", folder, reason, aside, then
             )
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+        _synced(mgr)
 
-            multihost_utils.sync_global_devices("fgvc_jax:checkpoints_set_aside")
-        mgr.reload()
+    def set_aside_diverged(self, step: int, reason: str) -> str:
+        """Move periodic checkpoint `step` (finite, but its next step gives a NaN/Inf loss
+        or gradient) to `<step>.diverged-<time>`; returns that folder."""
+        folder = self._folder(self.latest, step)
+        aside = _move_aside(folder, "diverged")
+        logging.warning("Checkpoint %s: %s; moved aside to %s.", folder, reason, aside)
+        _synced(self.latest)
+        return aside
 
     def candidates(self, which: str = "best") -> list[tuple[str, int]]:
         """(folder, step) of every checkpoint `find` may return, newest first: 'best' then
@@ -424,9 +480,20 @@ class Checkpoints:
         return found[0] if found else None
 
     def wait(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        """Until the asynchronous saves are written; WriteFailed if one failed."""
+        try:
+            self.latest.wait_until_finished()
+            self.best.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - orbax re-raises the write's error
+            self._errors.first = self._errors.first or e
+        self.check()
+        self._errors.armed = False  # written: later orbax errors are of reads
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        try:
+            self.latest.close()
+            self.best.close()
+        except Exception as e:  # noqa: BLE001
+            self._errors.first = self._errors.first or e
+        finally:
+            self._errors.close()

@@ -36,6 +36,41 @@ def test_damaged_latest_checkpoint_resumes_exactly_from_the_previous(runs):
     fi.damaged_checkpoint(runs, "byte")
 
 
+def test_damaged_decoded_cache_is_named_rebuilt_and_the_run_unchanged(runs):
+    fi.damaged_cache(runs, "flip")
+
+
+def test_overflowing_update_is_not_saved_and_training_on_at_a_lower_lr_ends_finite(runs):
+    # lr 1e39 from the reference run's checkpoint 8: the update of step 9 overflows after a
+    # finite loss; checkpoint 8 is named, and nothing after it is saved
+    assert "checkpoint 8 (finite)" in fi.diverged(runs, 1e39, resume=True)
+
+
+def test_diverged_checkpoint_moved_aside_and_training_on_at_a_lower_lr_ends_finite(runs):
+    # lr 1e6 from scratch: finite states, then a NaN gradient at step 3 from the state of
+    # step 2 (at any learning rate): checkpoint 2 is moved aside, checkpoint 1 named
+    assert "checkpoint 1 (finite)" in fi.diverged(runs, 1e6, resume=False)
+    w = os.path.join(runs.root, "diverged_1e+06")
+    assert len([d for d in os.listdir(os.path.join(w, "checkpoints")) if ".diverged-" in d]) == 1
+
+
+def test_sigint_saves_the_step_exits_130_and_resumes_exactly(runs):
+    fi.sigint(runs)
+
+
+def test_sigterm_in_the_final_evaluation_exits_143_and_a_restart_evaluates(runs):
+    fi.sigterm_in_final_evaluation(runs)
+
+
+def test_failed_checkpoint_write_stops_the_run_with_one_line(runs):
+    if fi.checkpoint_write_fails(runs) is None:
+        pytest.skip("a tmpfs cannot be mounted here (needs root)")
+
+
+def test_two_processes_on_a_new_data_dir_prepare_once(tmp_path):
+    fi.two_preparations(str(tmp_path))
+
+
 def test_second_trainer_and_eval_fail_in_seconds_first_run_intact(runs):
     fi.two_trainers(runs)
 
