@@ -125,6 +125,14 @@ def check_args(
             f"--out {os.path.abspath(out_dir)} exists and is not an empty folder: "
             f"choose a new folder for the {FORMATS[fmt]}."
         )
+    parent = os.path.abspath(out_dir)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):  # EROFS too, also for root
+        raise ToolError(
+            f"--out {os.path.abspath(out_dir)} cannot be written: {parent} is read-only or "
+            "not writable by this user; choose another folder."
+        )
     if batch_size < 0:
         raise ToolError(f"--batch_size={batch_size}: expected 0 (any) or a positive size.")
     bad = sorted(set(platforms) - {"cpu", "cuda", "rocm", "tpu"})

@@ -15,8 +15,14 @@ import sys
 
 import numpy as np
 
+from fgvc_jax.run.trained import Trained
 from fgvc_jax.tools import image_files
-from fgvc_jax.tools.trained import Trained
+
+
+def printable(name: str) -> str:
+    """`name` with control characters escaped (a newline in a file name is `\\n`), so that
+    each file is one line of the text output (the JSON output keeps names as they are)."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in name)
 
 
 def make_probs_fn(trained: Trained):
@@ -81,10 +87,15 @@ def main(argv) -> None:
     if flags.skip_unreadable and len(results) < len(paths):
         done = {r["file"] for r in results}
         print(
-            "skipped unreadable: " + ", ".join(p for p in paths if p not in done), file=sys.stderr
+            "skipped unreadable: " + ", ".join(printable(p) for p in paths if p not in done),
+            file=sys.stderr,
         )
     for r in results:
-        print(r["file"] + ": " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"]))
+        print(
+            printable(r["file"])
+            + ": "
+            + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in r["top"])
+        )
     if flags.json:
         with open(flags.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -10,12 +10,13 @@ import numpy as np
 
 from fgvc_jax.data.errors import DataError
 from fgvc_jax.data.images import IMAGE_EXTENSIONS, reason
-from fgvc_jax.tools.trained import ToolError
+from fgvc_jax.run.trained import ToolError
 
 
 def expand_paths(paths: list[str]) -> list[str]:
     """Files as given; folders → their image files (sorted; hidden files skipped). Missing
-    paths are an error."""
+    paths are an error; a symbolic link that does not resolve (dangling, a loop) is kept, so
+    that reading it names why (and --skip_unreadable skips it)."""
     out, missing = [], []
     for p in paths:
         if os.path.isdir(p):
@@ -31,7 +32,7 @@ def expand_paths(paths: list[str]) -> list[str]:
                     "sub-folders are not searched."
                 )
             out += found
-        elif os.path.isfile(p):
+        elif os.path.isfile(p) or os.path.islink(p):  # a broken link or loop: named on read
             out.append(p)
         else:
             missing.append(p)
