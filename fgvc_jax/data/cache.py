@@ -174,8 +174,11 @@ def load(config, split: str, size: int, workers: int = 0) -> Cache:
     source = datasets.data_source(config, split)
     meta = _meta(config, split, size, len(source))
     path = folder(config, split, size)
-    full = bool(config.get("verify_cache", False)) or bool(_crashed_builds(path))
+    crashed = _crashed_builds(path)
+    full = bool(config.get("verify_cache", False)) or bool(crashed)
     if _usable(path, meta, full):
+        for old in crashed:  # checked in full once: not again at every open
+            shutil.rmtree(old, ignore_errors=True)
         return _load(path)
     try:
         with lock.held(path.parent / ".lock", f"building the decoded cache {path}"):

@@ -263,9 +263,18 @@ def test_sampled_chunks_at_open_all_with_verify_cache_or_after_a_killed_build(
     ).stdout.strip()
     import socket
 
-    images.parent.with_name(f"{images.parent.name}.partial-{socket.gethostname()}-{dead}").mkdir()
+    partial = images.parent.with_name(f"{images.parent.name}.partial-{socket.gethostname()}-{dead}")
+    partial.mkdir()
     cache.load(config, "train", S)
-    assert builds == [S, S]
+    assert builds == [S, S] and not partial.exists()
+    # an intact cache checked in full once: the killed build's folder goes
+    partial.mkdir()
+    reads = []
+    damage = cache._damage
+    monkeypatch.setattr(cache, "_damage", lambda *a: (reads.append(a[2]), damage(*a))[1])
+    cache.load(config, "train", S)
+    cache.load(config, "train", S)
+    assert builds == [S, S] and reads == [True, False] and not partial.exists()
 
 
 def test_full_disk_is_one_error_naming_the_folder_and_the_space(config, monkeypatch):
