@@ -410,6 +410,36 @@ def two_preparations(root: str) -> str:
     return "prepared and cached once; the other process waited and reused them"
 
 
+def preparation_on_a_full_disk(root: str) -> str | None:
+    """A dataset prepared on a 300 KB disk: one line naming the dataset, the folder and the
+    space, no traceback. None where a tmpfs cannot be mounted."""
+    mnt = os.path.join(root, "tiny_disk")
+    with tmpfs(mnt, "300k") as mounted:
+        if not mounted:
+            return None
+        data_dir = os.path.join(mnt, "tfds")
+        out = cli.run(
+            cli.tiny_args(
+                "baseline_resnet",
+                os.path.join(root, "w_full"),
+                data_dir,
+                "--config.data.synthetic.train_per_class=100",
+            ),
+            timeout=300,
+        )
+        lines = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+        _ok(out.returncode == 2 and "Traceback" not in out.stderr, "not one line", out.stderr)
+        _ok(
+            len(lines) == 1
+            and lines[0].startswith(
+                f"error: No space left on device to prepare dataset 'synthetic_fgvc' in {data_dir} ("
+            ),
+            "the line does not name the dataset and folder",
+            out.stderr,
+        )
+    return "one line naming the dataset, the folder and the free space"
+
+
 def two_trainers(runs: Runs) -> str:
     """A second trainer (another seed) and `--mode eval` on a workdir in use fail within
     seconds naming the holder; the first run ends with the uninterrupted run's parameters."""
@@ -519,6 +549,9 @@ def main(argv=None) -> int:
     checks += [("SIGTERM in the final evaluation", lambda: sigterm_in_final_evaluation(runs))]
     checks += [("checkpoint write fails", lambda: checkpoint_write_fails(runs) or "skipped")]
     checks += [("two preparations", lambda: two_preparations(root))]
+    checks += [
+        ("preparation on a full disk", lambda: preparation_on_a_full_disk(root) or "skipped")
+    ]
     checks += [("two trainers", lambda: two_trainers(runs))]
     if a.kills:
         checks += [("kills during writes", lambda: kills_during_writes(runs, a.kills))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -101,7 +102,29 @@ def _prepared_builder(config) -> tfds.core.DatasetBuilder:
     sweep) prepare the dataset once; the others wait, then reuse it."""
     data_dir = _dirs(config)[0]
     with lock.held(data_dir / f".prepare-{config.name}.lock", f"preparing {config.name}"):
-        return _prepare(config)
+        try:
+            return _prepare(config)
+        except Exception as e:
+            if not _disk_full(e):
+                raise
+            free = shutil.disk_usage(data_dir).free / 2**30
+            raise DataError(
+                f"No space left on device to prepare dataset {config.name!r} in {data_dir} "
+                f"({free:.2f} GiB free now): free space there, or set config.data.data_dir "
+                "to a larger disk."
+            ) from None
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether `e` (or what caused it) is a full disk; TFDS's writers report it as a
+    RuntimeError naming the OS error."""
+    while e is not None:
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e) or "Disk quota exceeded" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _prepare(config) -> tfds.core.DatasetBuilder:

@@ -71,6 +71,11 @@ def test_two_processes_on_a_new_data_dir_prepare_once(tmp_path):
     fi.two_preparations(str(tmp_path))
 
 
+def test_dataset_preparation_on_a_full_disk_is_one_line(tmp_path):
+    if fi.preparation_on_a_full_disk(str(tmp_path)) is None:
+        pytest.skip("a tmpfs cannot be mounted here (needs root)")
+
+
 def test_second_trainer_and_eval_fail_in_seconds_first_run_intact(runs):
     fi.two_trainers(runs)
 
