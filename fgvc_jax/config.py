@@ -86,6 +86,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
         checkpoint_every=1000,
         keep=3,
         dtype="float32",  # compute dtype: float32 | bfloat16 (params stay float32)
+        # train-mode BatchNorm statistics: "global" (the global batch) | "per_device" (each
+        # device's shard, PyTorch DDP's default; docs/running_at_scale.md)
+        batch_norm="global",
         ema_decay=0.0,  # EMA of the weights (e.g. 0.9998); 0 = off. Evaluated
         # as 'ema/...' next to the raw weights; the tools use it
         best_metric="top1/combined",

@@ -17,6 +17,8 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from fgvc_jax import recipe as recipe_lib
+from fgvc_jax.backbones import batch_norm
 from fgvc_jax.data import augment, cache, preprocess
 from fgvc_jax.loop import optim
 from fgvc_jax.loop.state import TrainState
@@ -59,10 +61,12 @@ def train_step(
     split: Callable | None = None,
     ema_decay: float = 0.0,
     data_config=None,
+    batch_norm_groups: int = 1,
 ):
     """One optimizer update on a global batch (and of the weights' EMA when `ema_decay` > 0);
     returns (new state, metrics of this step). With `data_config` the batch holds S×S
-    images augmented here, on the device (`device_augment`)."""
+    images augmented here, on the device (`device_augment`). `batch_norm_groups` > 1: BatchNorm
+    statistics per device (`batch_norm.per_device`)."""
     network = method.network
     has_bs = bool(state.batch_stats)
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -75,13 +79,14 @@ def train_step(
             if has_bs:
                 variables["batch_stats"] = batch_stats
             images = preprocess.normalize(mb["image"], method.mean, method.std, method.dtype)
-            outputs, mutated = network.apply(
-                variables,
-                images,
-                train=True,
-                rngs={"dropout": jax.random.fold_in(rng, index)},
-                mutable=["batch_stats", "metrics"] if has_bs else ["metrics"],
-            )
+            with batch_norm.per_device(batch_norm_groups):
+                outputs, mutated = network.apply(
+                    variables,
+                    images,
+                    train=True,
+                    rngs={"dropout": jax.random.fold_in(rng, index)},
+                    mutable=["batch_stats", "metrics"] if has_bs else ["metrics"],
+                )
             if "targets" in mb:
                 loss, terms = method.loss(outputs, mb["label"], mb["targets"])
             else:
@@ -146,6 +151,7 @@ def make_train_step(method, tx, config: ml_collections.ConfigDict, mesh):
         split=split,
         ema_decay=float(config.train.get("ema_decay", 0.0)),
         data_config=config.data if _device_augments(config) else None,
+        batch_norm_groups=recipe_lib.batch_norm_groups(config, mesh),
     )
     return jax.jit(fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=0)
 

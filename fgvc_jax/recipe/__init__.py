@@ -53,6 +53,25 @@ def normalization(config: ml_collections.ConfigDict) -> tuple[tuple, tuple]:
     return NORMALIZATIONS[name]
 
 
+#: `config.train.batch_norm`: train-mode BatchNorm statistics over the global batch, or over
+#: each device's shard (PyTorch DDP's default; `fgvc_jax.backbones.batch_norm.per_device`).
+BATCH_NORMS = ("global", "per_device")
+
+
+def batch_norm(config: ml_collections.ConfigDict) -> str:
+    """`config.train.batch_norm` ('global' for configs without the field)."""
+    how = config.train.get("batch_norm", "global") if "train" in config else "global"
+    if how not in BATCH_NORMS:
+        raise ValueError(f"config.train.batch_norm={how!r}; valid: {', '.join(BATCH_NORMS)}")
+    return how
+
+
+def batch_norm_groups(config: ml_collections.ConfigDict, mesh) -> int:
+    """How many slices of the batch train-mode BatchNorm takes its statistics over: 1
+    ('global') or the device count of `mesh` ('per_device')."""
+    return mesh.devices.size if batch_norm(config) == "per_device" else 1
+
+
 def ema_decay(config: ml_collections.ConfigDict) -> float:
     """`config.train.ema_decay`; 0 = no EMA of the weights."""
     return float(config.train.get("ema_decay", 0.0))
@@ -67,6 +86,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     """The settings that need no dataset: compute dtype, crops and resize modes."""
     compute_dtype(config)
     normalization(config)
+    batch_norm(config)
     preprocess.Augment.train(config.data)
     preprocess.Augment.eval(config.data)
 
