@@ -66,15 +66,21 @@ def default_config(name: str, size: str = "full") -> ml_collections.ConfigDict:
 
 
 def create(config: ml_collections.ConfigDict, num_classes: int, dtype=jnp.float32) -> Method:
-    """The Method named by `config.name`, computing in `dtype`. Unknown fields are an error."""
+    """The Method named by `config.name`, computing in `dtype`. Unknown fields are an error;
+    missing ones (a run's config written before the field existed) take their defaults."""
     name = config.get("name", None)
     _check_name(name)
-    known = set(default_config(name, config.get("size", "full")))
-    extra = sorted(set(config) - known)
+    defaults = default_config(name, config.get("size", "full"))
+    extra = sorted(set(config) - set(defaults))
     if extra:
         raise ValueError(
             f"method {name!r} has no config field(s) {extra}; "
-            f"valid fields: {', '.join(sorted(known))}"
+            f"valid fields: {', '.join(sorted(defaults))}"
+        )
+    missing = set(defaults) - set(config)
+    if missing:
+        config = ml_collections.ConfigDict(
+            {**config.to_dict(), **{k: defaults[k] for k in sorted(missing)}}
         )
     return METHODS[name](config, num_classes, dtype)
 

@@ -5,6 +5,7 @@ input normalisation."""
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -138,3 +139,11 @@ def test_normalization_half_maps_0_to_minus_1_and_255_to_1_and_imagenet_is_the_d
     config.data.normalization = "0.5"
     with pytest.raises(ValueError, match="config.data.normalization='0.5'; valid: imagenet, half"):
         Recipe(config, 10)
+
+
+def test_a_config_written_before_these_fields_builds_with_their_defaults():
+    cfg = registry.default_config("cra_smra", "cpu")
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("combine", "convlayer_bn_momentum")}
+    method = registry.create(ml_collections.ConfigDict(old), 10)
+    assert method.config.combine == "softmax_mean"
+    assert method.config.convlayer_bn_momentum == 0.01
