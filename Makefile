@@ -33,9 +33,10 @@ $(VENV)/aot-%/.installed: pyproject.toml | $(BIN)/python
 test: dev lint
 	$(BIN)/python -m pytest -q -n 2 tests
 
-# The unit tier to run while working (<= 5 min on 2 cores): tests not marked slow/aot/integration.
+# The unit tier to run while working (<= 5 min on 2 cores): the tests not marked slow, aot or
+# long (tests/conftest.py says which are long).
 test-fast: dev lint
-	$(BIN)/python -m pytest -q -n 2 -m "not slow and not aot and not integration" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not aot and not long" tests
 
 lint: dev
 	$(BIN)/ruff check .

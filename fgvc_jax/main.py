@@ -121,7 +121,7 @@ def main(argv):
     from fgvc_jax.run import checkpoints
     from fgvc_jax.run import workdir as workdir_lib
     from fgvc_jax.runtime import compile_cache
-    from fgvc_jax.tools import trained
+    from fgvc_jax.run import trained
 
     compile_cache.enable()  # a resume or re-evaluation of the same program does not recompile
     config, workdir = _CONFIG.value, _WORKDIR.value
@@ -134,7 +134,8 @@ def main(argv):
         if _MODE.value == "train":
             if config is None:
                 _fail("--config is required to train (e.g. --config configs/swinfc.py:cub).")
-            pretrained.check_source(config)  # before any dataset work or workdir
+            if not checkpoints.has_checkpoints(workdir):  # a resume never reads them
+                pretrained.check_source(config)  # before any dataset work or workdir
             train.train_and_evaluate(config, workdir, _ALLOW_CONFIG_CHANGE.value)
         else:
             result = train.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)

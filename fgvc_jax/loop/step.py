@@ -20,8 +20,8 @@ from flax import traverse_util
 from fgvc_jax import recipe as recipe_lib
 from fgvc_jax.backbones import batch_norm
 from fgvc_jax.data import augment, cache, preprocess
-from fgvc_jax.loop import optim
-from fgvc_jax.loop.state import TrainState
+from fgvc_jax.recipe import optim
+from fgvc_jax.recipe.train_state import TrainState
 from fgvc_jax.runtime import parallel
 
 
@@ -149,7 +149,7 @@ def make_train_step(method, tx, config: ml_collections.ConfigDict, mesh):
         seed=config.seed,
         accumulate=config.optim.accumulate,
         split=split,
-        ema_decay=float(config.train.get("ema_decay", 0.0)),
+        ema_decay=recipe_lib.ema_decay(config),
         data_config=config.data if _device_augments(config) else None,
         batch_norm_groups=recipe_lib.batch_norm_groups(config, mesh),
     )

@@ -475,7 +475,7 @@ class Checkpoints:
     def find(self, which: str = "best") -> tuple[str, int] | None:
         """(folder, step) of the best or latest checkpoint; 'best' falls back to 'latest' (a
         run not yet evaluated has no best); None if there is none. For restoring the
-        variables alone (`state.restore_variables`)."""
+        variables alone (`run.restore.restore_variables`)."""
         found = self.candidates(which)
         return found[0] if found else None
 
