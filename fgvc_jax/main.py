@@ -118,10 +118,9 @@ def main(argv):
     _quiet_libraries()
     from fgvc_jax.convert import pretrained
     from fgvc_jax.loop import train  # after flag parsing: jax is configured by then
-    from fgvc_jax.run import checkpoints
+    from fgvc_jax.run import checkpoints, trained
     from fgvc_jax.run import workdir as workdir_lib
     from fgvc_jax.runtime import compile_cache
-    from fgvc_jax.run import trained
 
     compile_cache.enable()  # a resume or re-evaluation of the same program does not recompile
     config, workdir = _CONFIG.value, _WORKDIR.value

@@ -31,8 +31,7 @@ from fgvc_jax.loop.experiment import Experiment
 from fgvc_jax.recipe import optim
 from fgvc_jax.recipe import train_state as state_lib
 from fgvc_jax.run import checkpoints as ckpt_lib
-from fgvc_jax.run import curves
-from fgvc_jax.run import model_card, restore
+from fgvc_jax.run import curves, model_card, restore
 from fgvc_jax.run import workdir as workdir_lib
 from fgvc_jax.run.log import RunLog
 from fgvc_jax.runtime import parallel
