@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from fgvc_jax.tools import image_files
 from fgvc_jax.run.trained import Trained
+from fgvc_jax.tools import image_files
 
 NEAREST = ("FSM patches",)  # counts per patch: drawn as blocks, not interpolated
 

@@ -102,8 +102,8 @@ def quiet() -> None:
 
 def image_paths(argv: list[str], tool: str) -> list[str]:
     """The image files named by the positional arguments (folders expanded); usage if none."""
-    from fgvc_jax.tools import image_files
     from fgvc_jax.run.trained import ToolError
+    from fgvc_jax.tools import image_files
 
     if len(argv) < 2:
         raise ToolError(
@@ -115,8 +115,8 @@ def image_paths(argv: list[str], tool: str) -> list[str]:
 def load_trained():
     import jax
 
-    from fgvc_jax.runtime import compile_cache
     from fgvc_jax.run import trained
+    from fgvc_jax.runtime import compile_cache
 
     if FLAGS.platform:
         jax.config.update("jax_platforms", FLAGS.platform)
