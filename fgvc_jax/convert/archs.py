@@ -1,6 +1,7 @@
 """Architectures the converter knows: torchvision ResNets and DenseNets, timm / official Swin
 releases."""
 
+import os
 import re
 
 import jax
@@ -69,8 +70,6 @@ def convert_state_dict(
 def load_pretrained(arch: str, path: str, num_classes: int | None = 0, **overrides) -> dict:
     """Flax variables ({'params', 'batch_stats'?}) of `arch` from a torchvision/timm/official
     weights file, or from a directory written by `python -m fgvc_jax.convert`."""
-    import os
-
     if os.path.isdir(os.path.expanduser(path)):
         from fgvc_jax.convert.store import restore
 

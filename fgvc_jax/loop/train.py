@@ -24,6 +24,7 @@ from absl import logging
 from clu import parameter_overview
 from etils import epath
 from flax import traverse_util
+from jax.experimental import multihost_utils
 
 from fgvc_jax.loop import profile as profile_lib
 from fgvc_jax.loop import step as step_lib
@@ -31,7 +32,7 @@ from fgvc_jax.loop.experiment import Experiment
 from fgvc_jax.recipe import optim
 from fgvc_jax.recipe import train_state as state_lib
 from fgvc_jax.run import checkpoints as ckpt_lib
-from fgvc_jax.run import curves, model_card, restore
+from fgvc_jax.run import curves, model_card, restore, trained
 from fgvc_jax.run import workdir as workdir_lib
 from fgvc_jax.run.log import RunLog
 from fgvc_jax.runtime import parallel
@@ -122,8 +123,6 @@ class _Sigterm:
 
     def reached(self, step: int) -> bool:
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             return multihost_utils.reached_preemption_sync_point(step)
         return self.flag
 
@@ -487,8 +486,6 @@ def _evaluate_checkpoint(
     and write `<workdir>/eval_<which>.json` (the training's eval.json is left as it is).
     `config` defaults to the workdir's config.json; a workdir that does not exist is an
     error (it is never created)."""
-    from fgvc_jax.run import trained
-
     if not os.path.isdir(workdir):
         raise FileNotFoundError(
             f"--workdir {os.path.abspath(workdir)} does not exist "

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from fgvc_jax.methods import registry
+from fgvc_jax.reference import registry as twins
 
 
 @dataclasses.dataclass
@@ -106,8 +107,6 @@ class Pair:
         batch: int = 2,
         twin_overrides: dict | None = None,
     ):
-        from fgvc_jax.reference import registry as twins
-
         self.x64 = jnp.dtype(dtype) == jnp.float64
         config = ml_collections.ConfigDict(config.to_dict())
         self.notes = []

@@ -33,8 +33,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from fgvc_jax.run import orbax_errors
+from fgvc_jax.run import workdir as workdir_lib
 from fgvc_jax.run.orbax_errors import OrbaxErrors
 
 #: orbax's errors (a failed write's tracebacks), in the workdir instead of the console.
@@ -189,8 +191,6 @@ def tree_metadata(folder: str) -> dict[str, tuple]:
 
 def _method_of(folder: str) -> str | None:
     """The method the workdir's recorded config names (None if it names none)."""
-    from fgvc_jax.run import workdir as workdir_lib
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(folder)))
     try:
         config = workdir_lib.run_config(root)
@@ -285,8 +285,6 @@ def _move_aside(folder: str, label: str) -> str:
 def _synced(mgr) -> None:
     """Every process past the renames, then `mgr` re-lists its steps."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices("fgvc_jax:checkpoints_set_aside")
     mgr.reload()
 

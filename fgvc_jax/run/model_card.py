@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 
+import jax
+
 FILE = "model.json"
 
 
@@ -31,8 +33,6 @@ def card(config, info, method) -> dict:
 
 def write(workdir: str, config, info, method) -> None:
     """Write the card atomically (process 0 only)."""
-    import jax
-
     if jax.process_index() != 0:
         return
     path = os.path.join(workdir, FILE)

@@ -30,7 +30,10 @@ import sys
 import time
 import uuid
 
+import jax
+import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from fgvc_jax.runtime import processes
 
@@ -157,8 +160,6 @@ class RunLock:
         self.held = False
 
     def __enter__(self) -> RunLock:
-        import jax
-
         error = None
         if jax.process_index() == 0:
             try:
@@ -166,9 +167,6 @@ class RunLock:
             except WorkdirError as e:
                 error = e
         if jax.process_count() > 1:
-            import numpy as np
-            from jax.experimental import multihost_utils
-
             ok = multihost_utils.broadcast_one_to_all(np.int32(error is None))
             if not ok and error is None:
                 error = WorkdirInUse(
@@ -371,8 +369,6 @@ class Start:
 
     def record(self) -> None:
         """Write `config_history/<n>.json` (and `config.json` on a first start); process 0."""
-        import jax
-
         if "://" in str(self.workdir) or jax.process_index() != 0:
             return
         root = os.path.abspath(self.workdir)

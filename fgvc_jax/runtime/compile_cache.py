@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+
 ENV_VAR = "FGVC_JAX_CACHE"
 DEFAULT_DIR = os.path.join("~", ".cache", "fgvc_jax", "jax_cache")
 SUBDIR = "jax_cache"
@@ -29,8 +31,6 @@ def cache_dir(workdir: str | None = None) -> str:
 def enable(workdir: str | None = None) -> str:
     """Turn the persistent compilation cache on (before the first compile); returns its
     folder."""
-    import jax
-
     path = cache_dir(workdir)
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)

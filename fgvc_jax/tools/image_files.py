@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import jax
 import numpy as np
 
+from fgvc_jax.data import preprocess
 from fgvc_jax.data.errors import DataError
 from fgvc_jax.data.images import IMAGE_EXTENSIONS, reason
 from fgvc_jax.run.trained import ToolError
@@ -48,8 +50,6 @@ def load_images(
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """(uint8 (N, C, C, 3) eval-preprocessed images, their paths, unreadable paths).
     Raises one ToolError naming every unreadable file unless `skip_unreadable`."""
-    from fgvc_jax.data import preprocess
-
     aug = preprocess.Augment.eval(config.data)
     images, ok, bad = [], [], []
     for p in paths:
@@ -71,8 +71,6 @@ def load_images(
 def in_batches(fn: Callable, images: np.ndarray, batch_size: int):
     """`fn(images)` over fixed-size batches (the last one zero-padded, so that one
     compilation serves any number of images), outputs concatenated as numpy."""
-    import jax
-
     bs = max(1, min(batch_size, len(images)))
     chunks = []
     for start in range(0, len(images), bs):
