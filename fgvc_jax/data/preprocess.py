@@ -17,6 +17,7 @@ from PIL import Image, ImageEnhance
 
 from fgvc_jax.data import images
 from fgvc_jax.data.errors import DataError
+from fgvc_jax.runtime import precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +121,9 @@ def eval_image(data: bytes, aug: Augment) -> np.ndarray:
 
 
 def normalize(images, mean, std, dtype=jnp.float32):
-    """uint8 NHWC (on the device) → (x/255 − mean)/std in `dtype`; mean/std per channel."""
-    x = jnp.asarray(images).astype(jnp.float32) / 255.0
-    x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    """uint8 NHWC (on the device) → (x/255 − mean)/std in `dtype`; mean/std per channel.
+    Computed in at least float32 (`runtime.precision`: float64 for a float64 `dtype`)."""
+    acc = precision.accumulation_dtype(dtype)
+    x = jnp.asarray(images).astype(acc) / 255.0
+    x = (x - jnp.asarray(mean, acc)) / jnp.asarray(std, acc)
     return x.astype(dtype)

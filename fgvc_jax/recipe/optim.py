@@ -71,10 +71,13 @@ def make_schedule(
         after = optax.cosine_decay_schedule(
             peak, max(total_steps - warmup_steps, 1), alpha=config.get("end_factor", 0.0)
         )
-    if warmup_steps <= 0:
-        return after
-    warm = optax.linear_schedule(0.0, peak, warmup_steps)
-    return optax.join_schedules([warm, after], [warmup_steps])
+    if warmup_steps > 0:
+        warm = optax.linear_schedule(0.0, peak, warmup_steps)
+        after = optax.join_schedules([warm, after], [warmup_steps])
+    # The step count as a float: optax divides the int32 count in float32 even under x64, so
+    # the float64 comparison with PyTorch (reference.recipe_parity) would see lr rounded to
+    # 1e-7; in float32 (x64 off) the same numbers as before.
+    return lambda count: after(jnp.asarray(count, jnp.result_type(float)))
 
 
 def _group_optimizer(config: ml_collections.ConfigDict, wd_mask: Any) -> Callable:
