@@ -27,7 +27,11 @@ components, not transcriptions of ours:
   calls, LambdaLR's base · λ(s) and CosineAnnealingLR's (recursive) form of the same cosine
   from base at s = w: the same numbers to rounding. T is the config's run length
   (`Recipe.num_steps`; an epoch is the comparison's N batches), w its warm-up.
-- `torch.nn.utils.clip_grad_norm_` over all parameters (when `optim.clip_norm` > 0).
+- `torch.nn.utils.clip_grad_norm_` over all parameters (when `optim.clip_norm` > 0). It
+  scales by max_norm / (norm + 1e-6), optax's `clip_by_global_norm` (ours) by
+  max_norm / norm: a relative 1e-6 / norm on each clipped step. AdamW hides it (a uniform
+  scale; swinfc's synthetic recipe: 3e-12 after 10 steps); with SGD it shows, 5e-10 after
+  5 clipped steps of baseline_resnet.
 - The loss: the twin's (`torch.nn.functional.cross_entropy`, with the method's
   `label_smoothing`).
 - `optim.accumulate` = k: micro-batch j holds rows j, j + k, ... of the batch (our split),
@@ -38,16 +42,16 @@ components, not transcriptions of ours:
 - BatchNorm momentum: each twin module's own (the method's config sets the twin's as ours).
 
 The batches: uint8 images and labels drawn once on the host (seeded), the same ones fed to
-both; each side normalises them in its compute dtype (ours: `data.preprocess.normalize`). `augment='off'`: images at the crop,
-our step does no augmentation (`data.cache='none'`: it takes ready-cropped batches);
-`augment='host'`: S×S images (S = crop + crop/8) with a random crop and flip per example
-drawn on the host, the crops fed to both. Dropout and stochastic depth are switched off on
-both sides (their masks cannot be matched; `notes` says so).
+both; each side normalises them in its compute dtype (ours: `data.preprocess.normalize`).
+`augment='off'`: images at the crop, our step does no augmentation (`data.cache='none'`: it
+takes ready-cropped batches); `augment='host'`: S×S images (S = crop + crop/8) with a random
+crop and flip per example drawn on the host, the crops fed to both. Dropout and stochastic
+depth are switched off on both sides (their masks cannot be matched; `notes` says so).
 
 Rows (the relative difference: max |ours − PyTorch| / max |PyTorch|, `parity.Row`): every
-parameter group after N steps, the BatchNorm running mean and
-variance, the EMA weights per group, and each group's learning rate over all steps. The loss
-of every step is reported beside them (ours is logged in float32, so it is no row).
+parameter group after N steps, the BatchNorm running mean and variance, the EMA weights per
+group, and each group's learning rate over all steps. The loss of every step is printed
+beside them (ours is logged in float32, so it is no row).
 """
 
 from __future__ import annotations
@@ -343,6 +347,7 @@ class Inputs:
 
 
 def inputs(config, num_classes: int, *, steps: int, batch: int, seed: int = 0, augment="off"):
+    """`Inputs` of `config` for a comparison of `steps` steps on batches of `batch`."""
     config, notes = prepare(config, augment)
     variables = jax.device_get(recipe_lib.Recipe(config, num_classes).init_variables())
     batches = host_batches(config, steps, batch, num_classes, seed, augment)

