@@ -26,7 +26,7 @@ def test_make_quickstart_on_a_finished_run_prints_its_result(tmp_path):
     _eval_json(workdir)
     # The recipe as make runs it (-n: printed, not run, so that `venv` installs nothing).
     recipe = subprocess.run(
-        ["make", "-n", "quickstart", f"QUICKSTART={workdir}"],
+        ["make", "-n", "--no-print-directory", "quickstart", f"QUICKSTART={workdir}"],
         cwd=cli.ROOT,
         capture_output=True,
         text=True,
@@ -47,7 +47,7 @@ def test_make_quickstart_on_a_finished_run_prints_its_result(tmp_path):
 
 def test_an_unfinished_run_is_trained(tmp_path):
     recipe = subprocess.run(
-        ["make", "-n", "quickstart", f"QUICKSTART={tmp_path / 'q'}"],
+        ["make", "-n", "--no-print-directory", "quickstart", f"QUICKSTART={tmp_path / 'q'}"],
         cwd=cli.ROOT,
         capture_output=True,
         text=True,
