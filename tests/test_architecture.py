@@ -73,20 +73,21 @@ def test_no_import_cycle_at_module_level():
     modules = _modules()
     graph = {n: _module_level_imports(n, f, set(modules)) for n, f in modules.items()}
     state: dict[str, int] = {}
+    cycles: list[str] = []
 
     def visit(n, path):
         state[n] = 1
         for m in sorted(graph[n]):
             if state.get(m) == 1:
-                cycle = path[path.index(m) :] + [m]
-                raise AssertionError("import cycle: " + " → ".join(cycle))
-            if m not in state:
+                cycles.append(" → ".join(path[path.index(m) :] + [m]))
+            elif m not in state:
                 visit(m, path + [m])
         state[n] = 2
 
     for n in sorted(graph):
         if n not in state:
             visit(n, [n])
+    assert not cycles, "import cycles: " + "; ".join(cycles)
 
 
 def test_top_level_holds_the_commands():
