@@ -1,7 +1,9 @@
 """The test tiers. `make test-fast` runs the unit tier: every test not marked `slow` (paper
 size), `aot` (compiles for H100/TPU) or `long`. `long` is given here, in one place, to the
 tests that run the trainer or a tool end to end, start other processes, inject faults into
-runs, or train whole methods beside their PyTorch twins; `make test` (CI) runs every tier."""
+runs, or train whole methods beside their PyTorch twins, and to the unit tests that cost more
+than ~15 s on 2 cores and repeat what a cheaper fast test already covers (named below, each
+with the fast test that stands for it); `make test` (CI) runs every tier."""
 
 import pytest
 
@@ -28,7 +30,24 @@ LONG_FILES = (
     "tests/train/test_two_process.py",
 )
 #: Test names that are `long` wherever they are: whole methods trained beside their twins.
-LONG_NAMES = ("train_mode", "wrong_choice", "cra_smra_densenet")
+LONG_NAMES = (
+    "train_mode",
+    "wrong_choice",
+    "cra_smra_densenet",
+    # CRA-SMRA on DenseNet-121 (98 s): test_cra_smra_on_densenet; the ResNet CPU variant is fast
+    "on_densenet",
+    # FBSD's BN momentum over 3 steps beside PyTorch (42 s); the eval-mode twins are fast
+    "convlayer_bn_momentum",
+    # logit_sum through the whole twin (70 s for 3 methods); the rule: test_combine_default_is_unchanged_and_logit_sum_is_fbsds_rule
+    "combine_logit_sum",
+    # 4-device shard_map beside 4 PyTorch BNs (17 s); the BN layer twins are fast
+    "per_device_batch_norm",
+    # every weight through torch and back (50 s); the eval-mode twins load the same map
+    "weight_map_round_trip",
+    # Swin's drop-path statistics over many samples (17 s) and SwinFC's trunk vs Swin (21 s)
+    "stochastic_depth_drops",
+    "trunk_equals_plain_swin",
+)
 
 
 def pytest_collection_modifyitems(items):
