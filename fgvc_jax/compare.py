@@ -41,8 +41,11 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
+
+from fgvc_jax.reference import parity, recipe_parity  # torch itself only on first use
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<method>.py:<dataset>")
@@ -84,10 +87,6 @@ def check_torch() -> None:
 def main(argv):
     del argv
     check_torch()
-    import jax.numpy as jnp
-
-    from fgvc_jax.reference import parity
-
     config = FLAGS.config
     if config is None:
         raise app.UsageError("--config configs/<method>.py:<dataset> is required")
@@ -130,8 +129,6 @@ def main(argv):
 
 def recipe_main(config, batch: int, classes: int) -> None:
     """--steps N: the training recipe on both sides (`reference.recipe_parity`)."""
-    from fgvc_jax.reference import parity, recipe_parity
-
     x64 = FLAGS.dtype == "float64"
     tolerance = FLAGS.tolerance or (1e-9 if x64 else 1e-4)
     ours_config = None

@@ -16,10 +16,16 @@ import json
 import os
 import textwrap
 
+import jax
 import numpy as np
+from absl import flags
 
+from fgvc_jax import data
 from fgvc_jax import recipe as recipe_lib
+from fgvc_jax.run import curves
 from fgvc_jax.run.trained import ToolError, Trained
+from fgvc_jax.runtime import parallel
+from fgvc_jax.tools import cli_common, image_files
 
 REPORT_FILE = "eval_report.json"
 CONFUSION_FILE = "confusion.png"
@@ -28,10 +34,6 @@ CONFUSION_FILE = "confusion.png"
 def make_topk_fn(trained: Trained, mesh, flip: bool, k: int = 5):
     """Jitted (variables, uint8 images) → {'single/<name>': top-k indices (B, k), and with
     `flip` 'flip/<name>'} for every head and 'combined'."""
-    import jax
-
-    from fgvc_jax.runtime import parallel
-
     method = trained.method
 
     def scores(variables, images):
@@ -57,10 +59,6 @@ def make_topk_fn(trained: Trained, mesh, flip: bool, k: int = 5):
 def collect(trained: Trained, batches, flip: bool = True) -> dict[str, np.ndarray]:
     """Labels and top-5 predictions of every view and head over the valid examples of
     `batches` (padded batches with a 'mask', as `data.eval_iterator` yields)."""
-    import jax
-
-    from fgvc_jax.runtime import parallel
-
     mesh = parallel.make_mesh()
     fn = make_topk_fn(trained, mesh, flip)
     variables = jax.device_put(trained.variables, parallel.replicated(mesh))
@@ -171,8 +169,6 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str, title: str) -> N
 def folder_batches(trained: Trained, root: str, batch_size: int):
     """Padded eval batches of `root/<class name>/*.jpg` (the model's class names; no dataset
     needed), labelled by folder."""
-    from fgvc_jax.tools import image_files
-
     if not os.path.isdir(root):
         raise ToolError(f"--images {root}: no such folder (expected <class name>/*.jpg in it).")
     index = {n: i for i, n in enumerate(trained.class_names)}
@@ -217,8 +213,6 @@ def evaluate(
     """Evaluate `trained` on `split` (default: the config's test split) or on the folder
     `images` (`<class name>/*.jpg`, no dataset needed); write the JSON report and the
     confusion PNG into `out_dir` (default: the workdir). Returns the report."""
-    from fgvc_jax import data
-
     config = trained.config
     split = images or split or config.data.test_split
     bs = batch_size or recipe_lib.eval_batch_size(config)
@@ -302,8 +296,6 @@ def format_report(report: dict) -> str:
 
 
 def main(argv) -> None:
-    from fgvc_jax.tools import cli_common
-
     del argv
     flags = cli_common.FLAGS
     try:
@@ -324,18 +316,12 @@ def main(argv) -> None:
         f"report: {os.path.join(out, REPORT_FILE)}\nconfusion matrix: "
         f"{os.path.join(out, CONFUSION_FILE)}"
     )
-    from fgvc_jax.run import curves
-
     drawn = curves.write(trained.workdir, out)
     if drawn:
         print(f"training curves: {drawn}")
 
 
 def run() -> None:
-    from absl import flags
-
-    from fgvc_jax.tools import cli_common
-
     def define_flags():
         flags.DEFINE_string("split", "", "Split to evaluate (default: config.data.test_split).")
         flags.DEFINE_string(

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from fgvc_jax.run.trained import Trained
-from fgvc_jax.tools import image_files
+from fgvc_jax.tools import cli_common, gradcam, image_files
 
 NEAREST = ("FSM patches",)  # counts per patch: drawn as blocks, not interpolated
 
 
 def _resize01(maps, size: int, method: str):
     """(B, h, w) → (B, size, size) in [0, 1] per image."""
-    import jax
-    import jax.numpy as jnp
-
     m = jax.image.resize(maps.astype(jnp.float32), (maps.shape[0], size, size), method)
     lo = jnp.min(m, axis=(1, 2), keepdims=True)
     hi = jnp.max(m, axis=(1, 2), keepdims=True)
@@ -34,10 +34,6 @@ def _resize01(maps, size: int, method: str):
 def make_explain_fn(trained: Trained):
     """Jitted (variables, uint8 images) → {'probs', 'targets', 'maps': {title: (B, S, S)}},
     Grad-CAM titles first ('Grad-CAM <stage>'), then the method's maps."""
-    import jax
-
-    from fgvc_jax.tools import gradcam
-
     size = trained.image_size
 
     def fn(variables, images):
@@ -116,8 +112,6 @@ def explain_files(
 
 
 def main(argv) -> None:
-    from fgvc_jax.tools import cli_common
-
     flags = cli_common.FLAGS
     try:
         paths = cli_common.image_paths(argv, "explain")
@@ -130,10 +124,6 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    from absl import flags
-
-    from fgvc_jax.tools import cli_common
-
     def define_flags():
         flags.DEFINE_string("out", "", "Folder for the PNGs (default: <workdir>/explain).")
         flags.DEFINE_integer("batch_size", 8, "Images per batch.")

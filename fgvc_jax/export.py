@@ -37,10 +37,24 @@ import logging
 import os
 import tempfile
 
-import numpy as np
+if __name__ == "__main__":
+    # The command: no TensorFlow start-up chatter. TF 2.21 prints its oneDNN notice whatever
+    # the log level; the export runs no TensorFlow computation, so oneDNN's kernels are not
+    # needed. Set before cli_common's defaults (level 2) and before TensorFlow is imported.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from fgvc_jax.run.trained import ToolError, Trained
-from fgvc_jax.serving import load  # noqa: F401  (fgvc_jax.export.load: a --format jax model)
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+from jax import lax  # noqa: E402
+from jax import numpy as jnp  # noqa: E402
+from jax.extend import core  # noqa: E402
+
+from fgvc_jax import predict, serving  # noqa: E402
+from fgvc_jax.run.trained import ToolError, Trained  # noqa: E402
+from fgvc_jax.serving import load  # noqa: E402, F401  (fgvc_jax.export.load: a --format jax model)
+from fgvc_jax.tools import cli_common  # noqa: E402
 
 CLASS_NAMES_FILE = "class_names.txt"
 FORMATS = {"savedmodel": "SavedModel", "onnx": "ONNX model", "jax": "jax.export model"}
@@ -164,8 +178,6 @@ def export(
 
 def _images_spec(trained: Trained, batch_size: int):
     """uint8 (B, C, C, 3): B = `batch_size`, or a symbolic dimension when 0."""
-    import jax
-
     c = trained.image_size
     (b,) = jax.export.symbolic_shape("B") if not batch_size else (batch_size,)
     return jax.ShapeDtypeStruct((b, c, c, 3), np.uint8)
@@ -173,8 +185,6 @@ def _images_spec(trained: Trained, batch_size: int):
 
 def _probs_of_images(trained: Trained):
     """uint8 images → probabilities, the weights closed over (constants of the export)."""
-    from fgvc_jax import predict
-
     fn, variables = predict.make_probs_fn(trained), trained.variables
     return lambda images: fn(variables, images)
 
@@ -189,10 +199,6 @@ def export_jax(
     trained: Trained, out_dir: str, batch_size: int = 0, platforms: tuple[str, ...] = ("cpu",)
 ) -> str:
     """`jax.export` of uint8 images → probabilities, serialized to `<out_dir>/model.jax`."""
-    import jax
-
-    from fgvc_jax import serving
-
     exported = jax.export.export(jax.jit(_probs_of_images(trained)), platforms=platforms)(
         _images_spec(trained, batch_size)
     )
@@ -205,9 +211,6 @@ def export_jax(
 def _pad_by_concatenation(x, value, pads):
     """`lax.pad` with edges only (no interior): jax2onnx 0.12.5's Pad needs static shapes, a
     concatenation of constant edges converts at any batch size."""
-    from jax import lax
-    from jax import numpy as jnp
-
     for ax, (lo, hi) in enumerate(pads):
         if lo or hi:
             edge = lambda k, ax=ax, x=x: jnp.full_like(lax.slice_in_dim(x, 0, k, axis=ax), value)
@@ -221,8 +224,6 @@ def _pool_by_slices(x, combine, init, window, strides, padding):
     jax2onnx 0.12.5 turns reduce_window_max into an ONNX MaxPool over all four NHWC axes,
     which onnxruntime refuses ("Unsupported pooling size"); slices and elementwise max/add
     convert. Max is exact; the sum adds the same terms in another order."""
-    from jax import lax
-
     x = _pad_by_concatenation(x, init, padding)
     sizes = [(n - w) // s + 1 for n, w, s in zip(x.shape, window, strides)]
     out = None
@@ -238,8 +239,6 @@ def _pool_by_slices(x, combine, init, window, strides, padding):
 def _conv1d_as_2d(lhs, rhs, p):
     """A 1-D `conv_general_dilated` (layouts jax2onnx 0.12.5 does not convert) as a 2-D one
     in NCHW/OIHW over a height of 1."""
-    from jax import lax
-
     dn = p["dimension_numbers"]
     y = lax.conv_general_dilated(
         lhs.transpose(dn.lhs_spec)[:, :, None],  # (N, C, 1, W)
@@ -261,9 +260,6 @@ def _inline_for_onnx(jaxpr, consts, *args):
     """Evaluate `jaxpr` with nested calls inlined, window pools as `_pool_by_slices`, pads as
     `_pad_by_concatenation` and 1-D convolutions as `_conv1d_as_2d`, for jax2onnx to trace: its flax patches (which refuse `nn.max_pool`'s positional window and
     ResNet's explicit padding) then never see a flax call."""
-    from jax import lax
-    from jax.extend import core
-
     pools = {"reduce_window_max": (lax.max, -np.inf), "reduce_window_sum": (lax.add, 0)}
     calls = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr"}
     calls |= {"custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr"}
@@ -296,8 +292,6 @@ def _inline_for_onnx(jaxpr, consts, *args):
 def export_onnx(trained: Trained, out_dir: str, batch_size: int = 0) -> str:
     """jax2onnx's conversion of uint8 images → probabilities, to `<out_dir>/model.onnx`
     (inputs `images`, outputs `probabilities`; opset 23)."""
-    import jax
-
     spec = _images_spec(trained, batch_size)
     closed = jax.make_jaxpr(_probs_of_images(trained))(spec)
     fn = lambda images: _inline_for_onnx(closed.jaxpr, closed.consts, images)[0]
@@ -328,11 +322,8 @@ def export_savedmodel(
 ) -> str:
     """Write the SavedModel of `trained` to `out_dir` (which must not hold files); batch
     size `batch_size`, or any when 0 (a symbolic batch dimension). Returns `out_dir`."""
-    import jax
     import tensorflow as tf
-    from jax.experimental import jax2tf
-
-    from fgvc_jax import predict
+    from jax.experimental import jax2tf  # imports tensorflow
 
     check_args(out_dir, batch_size, platforms)
     c = trained.image_size
@@ -393,8 +384,6 @@ def export_savedmodel(
 
 
 def main(argv) -> None:
-    from fgvc_jax.tools import cli_common
-
     flags = cli_common.FLAGS
     fmt = flags.format
     try:
@@ -427,14 +416,6 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    # No TensorFlow start-up chatter: TF 2.21 prints its oneDNN notice whatever the log level;
-    # the export runs no TensorFlow computation, so oneDNN's kernels are not needed.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from absl import flags
-
-    from fgvc_jax.tools import cli_common
-
     def define_flags():
         flags.DEFINE_string("out", None, "Folder to write the model to (new or empty).")
         flags.DEFINE_enum(

@@ -20,6 +20,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # nor its oneDNN notice (TF
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from fgvc_jax.convert import pretrained  # noqa: E402
+from fgvc_jax.loop import train  # noqa: E402
+from fgvc_jax.run import checkpoints, trained  # noqa: E402
+from fgvc_jax.run import workdir as workdir_lib  # noqa: E402
+from fgvc_jax.runtime import compile_cache  # noqa: E402
 from fgvc_jax.suggest import did_you_mean  # noqa: E402
 from fgvc_jax.tools import cli_common  # noqa: E402
 
@@ -116,12 +121,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     _quiet_libraries()
-    from fgvc_jax.convert import pretrained
-    from fgvc_jax.loop import train  # after flag parsing: jax is configured by then
-    from fgvc_jax.run import checkpoints, trained
-    from fgvc_jax.run import workdir as workdir_lib
-    from fgvc_jax.runtime import compile_cache
-
     compile_cache.enable()  # a resume or re-evaluation of the same program does not recompile
     config, workdir = _CONFIG.value, _WORKDIR.value
     if not workdir:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import sys
 
+import jax
 import numpy as np
+from absl import flags
 
 from fgvc_jax.run.trained import Trained
-from fgvc_jax.tools import image_files
+from fgvc_jax.tools import cli_common, image_files
 
 
 def printable(name: str) -> str:
@@ -27,8 +29,6 @@ def printable(name: str) -> str:
 
 def make_probs_fn(trained: Trained):
     """Jitted (variables, uint8 images) → the method's combined probabilities (B, K)."""
-    import jax
-
     method = trained.method
 
     def fn(variables, images):
@@ -73,8 +73,6 @@ def predict_files(
 
 
 def main(argv) -> None:
-    from fgvc_jax.tools import cli_common
-
     flags = cli_common.FLAGS
     try:
         paths = cli_common.image_paths(argv, "predict")  # fail before loading the model
@@ -102,10 +100,6 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    from absl import flags
-
-    from fgvc_jax.tools import cli_common
-
     def define_flags():
         flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
         flags.DEFINE_integer("batch_size", 32, "Images per device batch.")

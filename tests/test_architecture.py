@@ -1,6 +1,8 @@
 """The layout's promises, checked: docs/architecture.md names every module of the package;
-module-level imports form no cycle; the top level holds the commands and few else; no test
-or PyTorch twin keeps its own list of method names (the registry is the one list)."""
+module-level imports form no cycle; a function imports only to defer an optional heavy
+dependency (or for one of the named exceptions); the top level holds the commands and few
+else; no test or PyTorch twin keeps its own list of method names (the registry is the one
+list)."""
 
 import ast
 import pathlib
@@ -10,6 +12,46 @@ from fgvc_jax.methods import registry
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fgvc_jax"
 MAX_TOP_LEVEL = 14
+
+# What a function may import (anything else is imported at module level):
+#: optional heavy dependencies: extras a fresh `make venv` lacks (torch, torchvision, timm,
+#: jax2onnx, onnx, onnxruntime, safetensors) or slow imports a command may never need
+#: (tensorflow, tensorflow_datasets, matplotlib, clu; jax2tf imports tensorflow), imported
+#: on first use.
+HEAVY_DEPENDENCIES = frozenset(
+    {
+        "torch",
+        "torchvision",
+        "timm",
+        "tensorflow",
+        "tensorflow_datasets",
+        "matplotlib",
+        "jax2onnx",
+        "onnx",
+        "onnxruntime",
+        "safetensors",
+        "clu",
+        "jax.experimental.jax2tf",
+    }
+)
+#: a module of the package that imports these at module level (found by the test, e.g.
+#: `reference.backbones`, `convert.torch_reference`) counts as torch itself.
+TORCH = frozenset({"torch", "torchvision", "timm"})
+#: torch, torchvision and timm on first use (its module `__getattr__` imports them).
+TORCH_SHIM = "fgvc_jax.reference.torch_import"
+#: aot: the target platform's plugin path must be set before jax is imported.
+EXEMPT_FILES = frozenset({"fgvc_jax/aot.py"})
+#: the one import that points up (docs/architecture.md): the recipe's steps are built by
+#: `loop.step`, which stands on the recipe.
+EXEMPT_FUNCTIONS = frozenset(
+    {
+        ("fgvc_jax/recipe/__init__.py", "Recipe.train_step"),
+        ("fgvc_jax/recipe/__init__.py", "Recipe.eval_step"),
+    }
+)
+#: an import kept local to break a real cycle says so on its line: `# cycle: a -> b -> a`
+#: (checked: its module imports the importing one at module level, directly or not).
+CYCLE_MARK = "# cycle:"
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -88,6 +130,97 @@ def test_no_import_cycle_at_module_level():
         if n not in state:
             visit(n, [n])
     assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def _function_imports(path: pathlib.Path, known: set[str]):
+    """(line, function qualname, statement, imported modules) of every import inside a
+    function of `path`; `from a import b` imports `a.b` (a name of `a` inside the package
+    unless `a.b` is a module of it)."""
+    out = []
+
+    def visit(node, scope: list[str], in_function: bool):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner = in_function or not isinstance(child, ast.ClassDef)
+                visit(child, scope + [child.name], inner)
+            elif isinstance(child, (ast.Import, ast.ImportFrom)) and in_function:
+                if isinstance(child, ast.Import):
+                    targets = [a.name for a in child.names]
+                else:
+                    base = child.module or ""
+                    subs = [f"{base}.{a.name}" for a in child.names]
+                    inside = base.split(".")[0] == PACKAGE.name
+                    targets = [base if inside and t not in known else t for t in subs]
+                out.append((child.lineno, ".".join(scope), ast.unparse(child), targets))
+            else:
+                visit(child, scope, in_function)
+
+    visit(ast.parse(path.read_text()), [], False)
+    return out
+
+
+def _torch_modules(modules: dict[str, pathlib.Path], graph: dict[str, set[str]]) -> set[str]:
+    """The package's modules that import torch, torchvision or timm at module level, directly
+    or through another such module."""
+    direct = set()
+    for name, path in modules.items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                tops = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                tops = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            if tops & TORCH:
+                direct.add(name)
+    found = set(direct)
+    while True:
+        more = {n for n, deps in graph.items() if deps & found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        n = todo.pop()
+        if n == goal:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo += graph.get(n, ())
+    return False
+
+
+def test_function_local_imports_only_defer_heavy_dependencies():
+    modules = _modules()
+    graph = {n: _module_level_imports(n, f, set(modules)) for n, f in modules.items()}
+    deferred = _torch_modules(modules, graph) | {TORCH_SHIM}
+
+    def allowed(target: str) -> bool:
+        parts = target.split(".")
+        prefixes = {".".join(parts[: i + 1]) for i in range(len(parts))}
+        return bool(prefixes & HEAVY_DEPENDENCIES) or target in deferred
+
+    bad = []
+    for name, path in modules.items():
+        rel = str(path.relative_to(ROOT))
+        if rel in EXEMPT_FILES:
+            continue
+        lines = path.read_text().splitlines()
+        for line, function, statement, targets in _function_imports(path, set(modules)):
+            if (rel, function) in EXEMPT_FUNCTIONS or all(map(allowed, targets)):
+                continue
+            if CYCLE_MARK in lines[line - 1] and all(
+                t in modules and _reaches(graph, t, name) for t in targets
+            ):
+                continue
+            bad.append(f"{rel}:{line} {function}: {statement}")
+    assert not bad, (
+        "function-local imports that defer no optional heavy dependency (import them at "
+        "module level, or mark a real cycle `# cycle: a -> b -> a`):\n" + "\n".join(bad)
+    )
 
 
 def test_top_level_holds_the_commands():

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fgvc_jax.backbones import registry
+from fgvc_jax.convert import store
 from fgvc_jax.convert.mapping import convert
 from fgvc_jax.convert.source import ConversionError, read_state_dict
 
@@ -71,7 +72,5 @@ def load_pretrained(arch: str, path: str, num_classes: int | None = 0, **overrid
     """Flax variables ({'params', 'batch_stats'?}) of `arch` from a torchvision/timm/official
     weights file, or from a directory written by `python -m fgvc_jax.convert`."""
     if os.path.isdir(os.path.expanduser(path)):
-        from fgvc_jax.convert.store import restore
-
-        return restore(path)
+        return store.restore(path)
     return convert_state_dict(arch, read_state_dict(path), num_classes, **overrides)

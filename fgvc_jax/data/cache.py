@@ -45,6 +45,7 @@ import numpy as np
 from fgvc_jax.data import datasets, lock, preprocess
 from fgvc_jax.data.errors import DataError
 from fgvc_jax.runtime import processes
+from fgvc_jax.runtime.progress import Progress
 
 MODES = ("decoded", "none")
 FILTER = "bilinear"  # PIL's, as the host decode path
@@ -241,8 +242,6 @@ def _build(source, path: Path, meta: dict, workers: int) -> None:
             record = source[i]
             images[i] = preprocess.square_image(record["image"], s)  # noqa: F821 (deleted after)
             labels[i] = int(record["label"])
-
-        from fgvc_jax.run.log import Progress
 
         bar = Progress(f"Building the decoded cache {path.name}", n)
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:

@@ -21,6 +21,7 @@ from fgvc_jax.data import lock, splits
 from fgvc_jax.data.builders import aircraft, cars, cub, dogs, folder, nabirds, synthetic_fgvc
 from fgvc_jax.data.config import LABEL_LEVELS, check_name
 from fgvc_jax.data.errors import DataError
+from fgvc_jax.runtime.progress import Progress, eta
 
 _PROJECT = {
     "cub": cub.Cub,
@@ -159,8 +160,6 @@ def _prepare_locally(b, name: str) -> None:
     own console lines (what, where, progress) instead of TFDS's download-size line and bars."""
     from tensorflow_datasets.core import utils
 
-    from fgvc_jax.run.log import eta
-
     t0 = time.perf_counter()
     print(f"Preparing dataset {name} in {b.data_dir} (once; later runs reuse it).", flush=True)
     b._log_download_bytes = b._log_download_done = lambda: None  # TFDS's own lines
@@ -180,8 +179,6 @@ def _split_progress(name: str):
     """A stand-in for TFDS's progress bars while `name` is prepared: our progress line for
     each split's examples (with an ETA when the builder gives their count), nothing else."""
     from tensorflow_datasets.core import utils
-
-    from fgvc_jax.run.log import Progress
 
     def tqdm(iterable=None, *args, desc="", total=None, **kw):
         split = re.fullmatch(r"Generating (\S+) examples\.\.\.", desc or "")

@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
+import jax
 import numpy as np
 
 from fgvc_jax.data import cache, datasets, preprocess
@@ -32,8 +33,6 @@ from fgvc_jax.data.errors import DataError
 
 def _processes(process_index, process_count) -> tuple[int, int]:
     if process_index is None or process_count is None:
-        import jax
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:

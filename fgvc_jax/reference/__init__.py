@@ -9,9 +9,9 @@ torchvision and timm come with the `torch` extra)."""
 
 from __future__ import annotations
 
+from fgvc_jax.reference import registry
+
 
 def twin(config, num_classes: int):
     """The PyTorch twin of the method named by `config.name` (a `config.method` ConfigDict)."""
-    from fgvc_jax.reference import registry
-
     return registry.build(config, num_classes)

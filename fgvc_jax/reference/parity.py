@@ -27,6 +27,7 @@ import numpy as np
 
 from fgvc_jax.methods import registry
 from fgvc_jax.reference import registry as twins
+from fgvc_jax.reference import weights
 
 
 @dataclasses.dataclass
@@ -213,8 +214,6 @@ class Pair:
     def _twins(self, variables, images, labels, twin_dtype) -> dict:
         import torch
 
-        from fgvc_jax.reference import weights
-
         twin = self.twin.to(getattr(torch, twin_dtype))
         weights.jax_to_torch(variables, twin)
         twin.zero_grad(set_to_none=True)
@@ -257,14 +256,10 @@ class Pair:
         return got
 
     def _param_paths(self, variables) -> list:
-        from fgvc_jax.reference import weights
-
         keymap = weights.pairs(self.twin, flax.traverse_util.flatten_dict(variables))
         return [keymap[k] for k, _ in self.twin.named_parameters()]
 
     def _stat_paths(self, variables) -> list:
-        from fgvc_jax.reference import weights
-
         keymap = weights.pairs(self.twin, flax.traverse_util.flatten_dict(variables))
         return [path for path in keymap.values() if path[0] == "batch_stats"]
 

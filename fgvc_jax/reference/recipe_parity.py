@@ -68,7 +68,8 @@ import numpy as np
 from fgvc_jax import recipe as recipe_lib
 from fgvc_jax.methods import registry
 from fgvc_jax.recipe import lengths
-from fgvc_jax.reference import parity
+from fgvc_jax.reference import parity, weights
+from fgvc_jax.reference import registry as twins
 from fgvc_jax.runtime import parallel
 
 #: `config.optim.wd_mask` values PyTorch's side knows: every parameter, or convolution and
@@ -225,9 +226,6 @@ def run_theirs(
 ):
     """The twin trained with PyTorch's components over `batches` → Trace (see the module)."""
     import torch
-
-    from fgvc_jax.reference import registry as twins
-    from fgvc_jax.reference import weights
 
     o = config.optim
     method = registry.create(config.method, num_classes)

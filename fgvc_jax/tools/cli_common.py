@@ -4,20 +4,27 @@ for user mistakes."""
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # nor its oneDNN notice
 
-from absl import flags  # noqa: E402
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from fgvc_jax.data.errors import DataError  # noqa: E402
+from fgvc_jax.run import trained  # noqa: E402
+from fgvc_jax.run.trained import ToolError  # noqa: E402
+from fgvc_jax.runtime import compile_cache  # noqa: E402
+from fgvc_jax.tools import image_files  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 
 def define_common_flags() -> None:
-    from ml_collections import config_flags
-
     flags.DEFINE_string("workdir", None, "The training run's folder (checkpoints).")
     config_flags.DEFINE_config_file(
         "config",
@@ -43,8 +50,6 @@ def exit_if_help(argv: list[str], shared: tuple[str, ...] = ()) -> None:
     args = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
     if not any(a in HELP_FLAGS for a in args):
         return
-    from absl import app
-
     for name in shared:
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
     app.usage(shorthelp=True, writeto_stdout=True)
@@ -71,8 +76,6 @@ def check_config_args(argv: list[str]) -> None:
 def run(main, define_tool_flags) -> None:
     """A tool's entry point: the common flags and the tool's own, --config checked, `main`
     run under absl."""
-    from absl import app
-
     define_common_flags()
     define_tool_flags()
     exit_if_help(sys.argv, ("workdir", "config", "checkpoint", "platform"))
@@ -88,10 +91,6 @@ def run(main, define_tool_flags) -> None:
 def quiet() -> None:
     """The tools' output is their report: absl, orbax and JAX INFO lines are dropped, and
     TFDS's warnings about the prepared dataset it reads ("Using custom data configuration")."""
-    import logging as std_logging
-
-    from absl import logging
-
     logging.set_verbosity(logging.WARNING)
     for name in ("jax", "orbax", "absl", "tensorflow"):
         std_logging.getLogger(name).setLevel(std_logging.WARNING)
@@ -102,9 +101,6 @@ def quiet() -> None:
 
 def image_paths(argv: list[str], tool: str) -> list[str]:
     """The image files named by the positional arguments (folders expanded); usage if none."""
-    from fgvc_jax.run.trained import ToolError
-    from fgvc_jax.tools import image_files
-
     if len(argv) < 2:
         raise ToolError(
             f"no images given: python -m fgvc_jax.{tool} --workdir DIR IMAGE_OR_FOLDER..."
@@ -113,11 +109,6 @@ def image_paths(argv: list[str], tool: str) -> list[str]:
 
 
 def load_trained():
-    import jax
-
-    from fgvc_jax.run import trained
-    from fgvc_jax.runtime import compile_cache
-
     if FLAGS.platform:
         jax.config.update("jax_platforms", FLAGS.platform)
     compile_cache.enable()  # the second call of a tool on the same model does not recompile
@@ -126,9 +117,6 @@ def load_trained():
 
 def fail(error: BaseException) -> None:
     """Print a user mistake as `error: ...` and exit 2; re-raise anything else."""
-    from fgvc_jax.data.errors import DataError
-    from fgvc_jax.run.trained import ToolError
-
     if isinstance(error, (ToolError, DataError, ValueError, FileNotFoundError)):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -52,7 +52,7 @@ def test_first_start_console_is_short_and_quiet(tmp_path):
 
 
 def test_eta_has_units():
-    from fgvc_jax.run.log import eta
+    from fgvc_jax.runtime.progress import eta
 
     assert [eta(s) for s in (None, 0.4, 45, 185, 3600 + 125, 26 * 3600)] == [
         "--",
@@ -65,11 +65,11 @@ def test_eta_has_units():
 
 
 def test_progress_line_has_count_rate_and_eta(capsys, monkeypatch):
-    from fgvc_jax.run import log
+    from fgvc_jax.runtime import progress
 
     clock = iter([100.0, 110.0, 110.0])  # start; after 10 s: 50 of 200 done
-    monkeypatch.setattr(log.time, "perf_counter", lambda: next(clock))
-    bar = log.Progress("Building the decoded cache train_square_64", 200, every=5.0)
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    bar = progress.Progress("Building the decoded cache train_square_64", 200, every=5.0)
     bar.update(50)
     assert capsys.readouterr().out == (
         "Building the decoded cache train_square_64: 50/200 images (25%), 5 images/s, ETA 30s\n"
@@ -79,7 +79,7 @@ def test_progress_line_has_count_rate_and_eta(capsys, monkeypatch):
 def test_dataset_preparation_line_has_progress_and_eta(capsys, monkeypatch):
     from fgvc_jax.data import datasets
     from fgvc_jax.data.builders import synthetic_fgvc
-    from fgvc_jax.run import log
+    from fgvc_jax.runtime import progress
 
     builder = synthetic_fgvc.SyntheticFGVC(
         params=synthetic_fgvc.Params(num_classes=2, train_per_class=2, test_per_class=1),
@@ -88,7 +88,7 @@ def test_dataset_preparation_line_has_progress_and_eta(capsys, monkeypatch):
     generators = builder._split_generators(None)
     assert {s: len(g) for s, g in generators.items()} == {"train": 4, "test": 2}
     clock = iter(range(0, 1000, 30))  # 30 s between two readings: every update is printed
-    monkeypatch.setattr(log.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
     tqdm = datasets._split_progress("synthetic_fgvc")
     examples = tqdm(generators["train"], desc="Generating train examples...", total=None)
     assert len(list(examples)) == 4
