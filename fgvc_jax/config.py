@@ -68,6 +68,13 @@ def optim_config(**overrides) -> ml_collections.ConfigDict:
         warmup_steps=0,
         warmup_epochs=0.0,
         clip_norm=0.0,  # global-norm clipping; 0 = off
+        # no update of the groups `freeze_groups` (Method.param_groups names) in the first
+        # `freeze_steps` steps: PyTorch's requires_grad=False (timm.utils.freeze, the FGVC
+        # repos' frozen-backbone warm-up); no momentum/Adam moments nor weight decay for them
+        # until then (then a fresh optimizer state); the lr schedules count on; BatchNorm
+        # statistics still update (timm.utils.freeze also freezes those by default). 0 = off
+        freeze_steps=0,
+        freeze_groups=("backbone",),
         accumulate=1,
     )  # micro-batches per step (paper batch on fewer devices)
     c.update(overrides)
@@ -92,6 +99,12 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
         ema_decay=0.0,  # EMA of the weights (e.g. 0.9998); 0 = off. Evaluated
         # as 'ema/...' next to the raw weights; the tools use it
         best_metric="top1/combined",
+        # > 0: stop after that many evaluations in a row whose `best_metric` (on the split the
+        # best checkpoint is chosen on) is not above the best so far + `early_stop_min_delta`,
+        # then evaluate as at the end (eval.json's `early_stopped_at`); Keras'/Lightning's
+        # EarlyStopping(patience, min_delta). 0 = off
+        early_stop_patience=0,
+        early_stop_min_delta=0.0,
         profile_steps=0,  # > 0: a jax.profiler trace of that many steps after the first log
         # window into <workdir>/profile/ (fgvc_jax/loop/profile.py)
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import time
@@ -224,6 +225,57 @@ def _hparams(config: ml_collections.ConfigDict) -> dict:
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
 
 
+class _EarlyStop:
+    """`train.early_stop_patience` > 0: stop after that many evaluations in a row whose metric
+    (`key`, as metrics.jsonl names it: the best checkpoint's metric on the selection split)
+    is not above the best so far + `early_stop_min_delta`. A resumed run replays the
+    evaluations that metrics.jsonl holds up to its restored step, so it stops where an
+    uninterrupted run does (the counter is not in the checkpoint)."""
+
+    def __init__(self, train: ml_collections.ConfigDict, key: str):
+        self.patience = int(train.get("early_stop_patience", 0) or 0)
+        self.min_delta = float(train.get("early_stop_min_delta", 0.0) or 0.0)
+        self.key = key
+        self.best, self.best_step, self.bad = -math.inf, None, 0
+        self.evaluated: set[int] = set()
+
+    @property
+    def stop(self) -> bool:
+        return 0 < self.patience <= self.bad
+
+    def update(self, step: int, value: float) -> bool:
+        """Count the evaluation of `step`; True once the run should stop."""
+        self.evaluated.add(step)
+        if value > self.best + self.min_delta:
+            self.best, self.best_step, self.bad = value, step, 0
+        else:
+            self.bad += 1
+        return self.stop
+
+    def replay(self, workdir: str, up_to: int) -> None:
+        """The evaluations of steps <= `up_to` logged in `<workdir>/metrics.jsonl` (every
+        process reads it: the workdir is shared, as the checkpoints need)."""
+        values = {}
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except ValueError:  # a line cut short by a crash
+                        continue
+                    if self.key in row and row["step"] <= up_to:
+                        values[int(row["step"])] = float(row[self.key])  # a repeat: the same
+        for s in sorted(values):
+            self.update(s, values[s])
+
+    def message(self, step: int) -> str:
+        return (
+            f"early stop at step {step}: no improvement of {self.key} for {self.bad} "
+            f"evaluations (best {self.best:.2f} at step {self.best_step})"
+        )
+
+
 def _write_json(path: str, obj: dict) -> None:
     if jax.process_index() == 0:
         epath.Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True))
@@ -251,7 +303,7 @@ def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, accepted=lambda: None
 ) -> state_lib.TrainState:
     """Train `config` in `workdir` (resuming from its latest checkpoint), evaluate every
-    `eval_every` steps and at the end; write `<workdir>/config.json`, `model.json` (what the
+    `eval_every` steps and at the end (or at an early stop, `_EarlyStop`); write `<workdir>/config.json`, `model.json` (what the
     tools need without the dataset) and `eval.json`. Returns the final state. `accepted` is
     called once the state is restored or created (it records the start)."""
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -338,8 +390,18 @@ def _train_and_evaluate(
         log.restart_clock(step)
         return metrics
 
+    early = _EarlyStop(t, f"{selection}/{t.best_metric}")
+    stopped = None  # the metrics of the evaluation that stopped the run early
+    if early.patience and 0 < start_step < run.num_steps:
+        early.replay(workdir, start_step)
+        every = run.eval_every
+        missed = every and start_step % every == 0 and start_step not in early.evaluated
+        if missed and not early.stop:  # a pre-emption at an evaluation step saves before it
+            evaluation = do_eval(start_step)
+            if early.update(start_step, evaluation[t.best_metric]):
+                stopped = evaluation
     train_steps = profile_lib.steps(
-        range(start_step + 1, run.num_steps + 1),
+        range(start_step + 1, start_step + 1 if early.stop else run.num_steps + 1),
         workdir,
         t.get("profile_steps", 0),
         profile_lib.first_traced_step(start_step, t.log_every),
@@ -373,7 +435,10 @@ def _train_and_evaluate(
             if run.eval_every and step % run.eval_every == 0 and step < run.num_steps:
                 if to_log:
                     log_step(to_log.pop())
-                do_eval(step)
+                evaluation = do_eval(step)
+                if early.update(step, evaluation[t.best_metric]):
+                    stopped = evaluation
+                    break
             if t.checkpoint_every and step % t.checkpoint_every == 0 and step < run.num_steps:
                 with profile_lib.annotation(profile_lib.CHECKPOINT):
                     pending.check()
@@ -386,11 +451,13 @@ def _train_and_evaluate(
         train_s = (time.perf_counter() - timing["t0"] - timing["eval_s"]) if timing["t0"] else 0.0
         if step > start_step:
             ckpts.save(step, state)
+        if early.stop:
+            log.line(early.message(step))
         # A signal from here on stops the evaluation: the last step's checkpoint is written,
         # and a restart trains nothing and evaluates it.
         sigterm.final = True
         try:
-            final = do_eval(step)
+            final = stopped if stopped is not None else do_eval(step)
             ckpts.wait()
             test = (
                 final if selection == "test" else evaluate(lambda e: state.variables(ema=e), "test")
@@ -415,6 +482,7 @@ def _train_and_evaluate(
             "step": int(step),
             "metrics": test,
             "num_steps": run.num_steps,
+            "early_stopped_at": int(step) if early.stop else None,
             "selection_split": run.splits.val or run.splits.test,
             "selection": final,
             "test_best": {"step": best_step, "metrics": test_best},

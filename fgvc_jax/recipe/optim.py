@@ -7,6 +7,8 @@
   momentum) or AdamW (decoupled decay); weight decay only where `config.optim.wd_mask` matches.
 - Schedules: linear warmup then cosine (or constant) decay, per group.
 - Global-norm gradient clipping over all groups (`clip_norm` > 0).
+- Freezing (`freeze_steps` > 0): the groups of `freeze_groups` are not updated in the first
+  `freeze_steps` steps (`frozen_until`), as timm's `--freeze`-style `requires_grad=False`.
 - Gradient accumulation: `accumulate_gradients` splits a global batch into micro-batches inside
   the jitted step, so a paper's batch size fits on fewer devices.
 The learning rate of every group is injected into the optimizer state, so the effective rates
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +55,49 @@ def regex_mask(params: Any, regex: str) -> Any:
     rx = re.compile(regex)
     flat = traverse_util.flatten_dict(params)
     return traverse_util.unflatten_dict({k: bool(rx.search(param_path(k))) for k in flat})
+
+
+class FrozenState(NamedTuple):
+    count: jax.Array  # updates seen, frozen ones included
+    inner_state: Any
+
+
+def frozen_until(inner: optax.GradientTransformation, steps: int) -> optax.GradientTransformation:
+    """`inner` from update `steps` on; before it, zero updates and `inner`'s state left as
+    initialised (no momentum or Adam moments, no weight decay). The first update after the
+    freeze is then `inner`'s first from a fresh state, as in PyTorch when a parameter with
+    `requires_grad=False` starts getting gradients."""
+
+    def init(params):
+        return FrozenState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        new_updates, new_inner = inner.update(updates, state.inner_state, params)
+        frozen = state.count < steps
+        keep = lambda old, new: jnp.where(frozen, old, new)
+        updates = jax.tree.map(lambda u: jnp.where(frozen, jnp.zeros_like(u), u), new_updates)
+        inner_state = jax.tree.map(keep, state.inner_state, new_inner)
+        return updates, FrozenState(optax.safe_int32_increment(state.count), inner_state)
+
+    return optax.GradientTransformation(init, update)
+
+
+def frozen_groups(config: ml_collections.ConfigDict, known: list[str]) -> set[str]:
+    """The groups `config.freeze_groups` names when `config.freeze_steps` > 0 (else none);
+    a name that is not one of the method's groups (`known`) is a one-line ValueError."""
+    if int(config.get("freeze_steps", 0) or 0) <= 0:
+        return set()
+    names = config.get("freeze_groups", ("backbone",))
+    names = (names,) if isinstance(names, str) else tuple(names)
+    # `--config.optim.freeze_groups=backbone,new` arrives as ('backbone,new',)
+    names = [n.strip() for entry in names for n in entry.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ValueError(
+            f"config.optim.freeze_groups: {bad[0]!r} is not a parameter group of the method; "
+            f"valid: {', '.join(known)}"
+        )
+    return set(names)
 
 
 def make_schedule(
@@ -116,7 +161,8 @@ def create_optimizer(
     total_steps: int,
     steps_per_epoch: int,
 ) -> optax.GradientTransformation:
-    """The run's optimizer: clip → per-group (decay, momentum/Adam, scheduled lr)."""
+    """The run's optimizer: [freeze mask →] clip → per-group (decay, momentum/Adam,
+    scheduled lr)."""
     labels = group_labels(params, groups)
     used = sorted(set(jax.tree.leaves(labels)))
     lrs = dict(config.lr)
@@ -137,13 +183,22 @@ def create_optimizer(
     warmup = lengths.steps("warmup", config, steps_per_epoch)
     wd_mask = regex_mask(params, config.wd_mask)
     factory = _group_optimizer(config, wd_mask)
+    frozen = frozen_groups(config, known) & set(used)
+    freeze = int(config.get("freeze_steps", 0) or 0)
+
+    def frozen_factory(learning_rate):  # inside the injection: the schedule counts on
+        return frozen_until(factory(learning_rate), freeze)
+
     transforms = {
-        g: optax.inject_hyperparams(factory)(
+        g: optax.inject_hyperparams(frozen_factory if g in frozen else factory)(
             learning_rate=make_schedule(config, float(lrs[g]), total_steps, warmup)
         )
         for g in used
     }
     parts = []
+    if frozen:  # frozen groups pass no gradient on: the clipping norm leaves them out
+        mask = jax.tree.map(lambda g: g in frozen, labels)
+        parts.append(optax.masked(frozen_until(optax.identity(), freeze), mask))
     if config.clip_norm and config.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(config.clip_norm))
     parts.append(optax.multi_transform(transforms, labels))
