@@ -17,6 +17,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no TensorFlow start-up chatter
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # nor its oneDNN notice (TF only reads data)
 
+import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -24,7 +25,7 @@ from fgvc_jax.convert import pretrained  # noqa: E402
 from fgvc_jax.loop import train  # noqa: E402
 from fgvc_jax.run import checkpoints, trained  # noqa: E402
 from fgvc_jax.run import workdir as workdir_lib  # noqa: E402
-from fgvc_jax.runtime import compile_cache  # noqa: E402
+from fgvc_jax.runtime import compile_cache, peers  # noqa: E402
 from fgvc_jax.suggest import did_you_mean  # noqa: E402
 from fgvc_jax.tools import cli_common  # noqa: E402
 
@@ -146,6 +147,11 @@ def main(argv):
     except train.Preempted as e:
         logging.warning("%s", e)
         sys.exit(e.exit_code)
+    except jax.errors.JaxRuntimeError as e:
+        if not peers.is_lost_peer(e):
+            raise
+        logging.debug("traceback", exc_info=True)
+        peers.exit_now(peers.lost_line(e, checkpoints.latest_finished_step(workdir), workdir))
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         logging.warning("Interrupted (SIGINT): stopped at once; no checkpoint written.")
         sys.exit(130)

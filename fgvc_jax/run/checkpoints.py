@@ -291,8 +291,15 @@ def _synced(mgr) -> None:
 
 def has_checkpoints(workdir: str) -> bool:
     """Whether `<workdir>/checkpoints` holds a finished periodic checkpoint (no orbax)."""
+    return latest_finished_step(workdir) is not None
+
+
+def latest_finished_step(workdir: str) -> int | None:
+    """The step of the newest finished periodic checkpoint (orbax renames a checkpoint to its
+    step only when it is complete), None if there is none; no orbax, no collective."""
     d = epath.Path(workdir) / "checkpoints"
-    return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+    steps = [int(p.name) for p in d.iterdir() if p.name.isdigit()] if d.is_dir() else []
+    return max(steps, default=None)
 
 
 class Checkpoints:
