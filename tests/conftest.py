@@ -16,6 +16,7 @@ LONG_FILES = (
     "tests/data/test_changed_data.py",
     "tests/train/test_checkpoint_integrity.py",
     "tests/train/test_cli.py",
+    "tests/train/test_early_stop.py",
     "tests/train/test_console.py",
     "tests/train/test_fault_injection.py",
     "tests/train/test_first_run.py",
