@@ -150,8 +150,10 @@ def main(argv):
     except jax.errors.JaxRuntimeError as e:
         if not peers.is_lost_peer(e):
             raise
-        logging.debug("traceback", exc_info=True)
-        peers.exit_now(peers.lost_line(e, checkpoints.latest_finished_step(workdir), workdir))
+        real_stderr = peers.mute_stderr()
+        peers.exit_now(
+            peers.lost_line(e, checkpoints.latest_finished_step(workdir), workdir), real_stderr
+        )
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         logging.warning("Interrupted (SIGINT): stopped at once; no checkpoint written.")
         sys.exit(130)

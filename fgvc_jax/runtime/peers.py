@@ -4,8 +4,9 @@ When a peer dies, the survivors' next collective fails (gloo: "Connection reset 
 NCCL or the coordination service: an error naming heartbeats or unhealthy tasks). Left
 alone, the error's traceback is followed, at exit, by `jax.distributed.shutdown()` waiting
 at a barrier for the dead peer and then aborting the process with a C++ stack trace (rc -6).
-`is_lost_peer` recognises the error; `lost_line` says who is gone, where the run can
-resume and what to do; `exit_now` prints it and leaves at once (os._exit: nothing is left to
+`is_lost_peer` recognises the error; `mute_stderr` silences the runtime's own threads, which
+go on logging the lost peer (an RPC line could otherwise come after ours); `lost_line` says
+who is gone, where the run can resume and what to do; `exit_now` prints it and leaves at once (os._exit: nothing is left to
 save, every checkpoint write needs all processes, and the exit handlers would abort).
 A survivor blocked in a collective that never fails (possible with NCCL) is ended by the
 coordination service after its heartbeat timeout with JAX's own message.
@@ -83,8 +84,19 @@ def lost_line(error: BaseException, resume_step: int | None, workdir: str) -> st
     )
 
 
-def exit_now(line: str) -> None:
-    """Print `line` on stderr and leave without the exit handlers (see the module doc)."""
-    print(line, file=sys.stderr, flush=True)
+def mute_stderr() -> int:
+    """Point file descriptor 2 at /dev/null (the C++ runtime's threads log the lost peer on
+    it at any moment) and return a duplicate of the real stderr for `exit_now`."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    return real
+
+
+def exit_now(line: str, stderr_fd: int = 2) -> None:
+    """Write `line` to `stderr_fd` and leave without the exit handlers (see the module doc)."""
     sys.stdout.flush()
+    os.write(stderr_fd, (line + "\n").encode())
     os._exit(EXIT_CODE)
