@@ -31,7 +31,7 @@ $(VENV)/aot-%/.installed: pyproject.toml | $(BIN)/python
 
 # The whole suite (CI): lint, then every test.
 test: dev lint
-	$(BIN)/python -m pytest -q -n 2 --durations=60 tests
+	$(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 --durations=60 tests
 
 # The unit tier to run while working (<= 5 min on 2 cores): the tests not marked slow, aot or
 # long (tests/conftest.py says which are long).

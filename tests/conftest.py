@@ -51,7 +51,17 @@ LONG_NAMES = (
 )
 
 
+def _cost_rank(item) -> int:
+    """0: paper size or a compile for H100/TPU (30-250 s each), 1: long, 2: the unit tier."""
+    marks = {m.name for m in item.iter_markers()}
+    return 0 if marks & {"slow", "aot"} else 1 if "long" in marks else 2
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.nodeid.startswith(LONG_FILES) or any(n in item.name for n in LONG_NAMES):
             item.add_marker(pytest.mark.long)
+    # The costliest tests first, so that under `-n 2 --maxschedchunk 1` (make test) the two
+    # workers take them in turn and end together on the short ones; a 250 s test dealt last
+    # would leave one worker idle for its length. The sort is stable: files stay together.
+    items.sort(key=_cost_rank)

@@ -98,7 +98,9 @@ def train_step(
                 **sown_metrics(mutated.get("metrics", {})),
                 "top1": 100.0 * acc,
             }
-            return loss.astype(jnp.float32), (aux, mutated.get("batch_stats", batch_stats))
+            # float32 at least (a bfloat16 step's too); float64 in a float64 step (compare)
+            loss = loss.astype(jnp.promote_types(loss.dtype, jnp.float32))
+            return loss, (aux, mutated.get("batch_stats", batch_stats))
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 

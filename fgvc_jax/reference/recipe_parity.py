@@ -77,6 +77,10 @@ from fgvc_jax.runtime import parallel
 DECAY_ALL = ".*"
 NO_NORM_NO_BIAS = "kernel$"
 AUGMENTS = ("off", "host")
+#: PyTorch's own sensitivity to rounding: its float64 run from weights times (1 + 1e-15 ·
+#: N(0, 1)), a few float64 ulps (2^-52 = 2.2e-16), against its unperturbed run.
+SELF_PERTURBATION = 1e-15
+PERTURBED = "float64, weights ±1e-15"
 
 
 @dataclasses.dataclass
@@ -222,9 +226,17 @@ def _scheduler(opt, config, total: int, warmup: int):
 
 
 def run_theirs(
-    config, num_classes: int, variables: dict, batches: list, steps_per_epoch: int, dtype: str
+    config,
+    num_classes: int,
+    variables: dict,
+    batches: list,
+    steps_per_epoch: int,
+    dtype: str,
+    perturb: float = 0.0,
 ):
-    """The twin trained with PyTorch's components over `batches` → Trace (see the module)."""
+    """The twin trained with PyTorch's components over `batches` → Trace (see the module).
+    `perturb` > 0: every parameter times (1 + perturb · N(0, 1)) after loading (seeded),
+    PyTorch's own run from weights a rounding error apart (`SELF_PERTURBATION`)."""
     import torch
 
     o = config.optim
@@ -232,6 +244,11 @@ def run_theirs(
     groups = method.param_groups()
     twin = twins.build(config.method, num_classes).to(getattr(torch, dtype))
     weights.jax_to_torch(variables, twin)
+    if perturb:
+        noise = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in twin.parameters():
+                p.mul_(1 + perturb * torch.randn(p.shape, generator=noise, dtype=p.dtype))
     twin.train(True)
     flat = flax.traverse_util.flatten_dict(variables)
     keymap = weights.pairs(twin, flat)
@@ -321,11 +338,34 @@ def run_theirs(
 
 @dataclasses.dataclass
 class Result:
-    """Our run, PyTorch's run per twin dtype ({'float64': Trace, ...}), and the notes."""
+    """Our run, PyTorch's run per twin dtype ({'float64': Trace, ...}), and the notes. With
+    the self-check: `horizon`, the number of updates after which PyTorch still agrees with
+    itself (`horizon()`), and, when that is fewer than the run's, both sides' runs of that
+    many steps (`at_horizon`: (ours, PyTorch float64))."""
 
     ours: Trace
     theirs: dict[str, Trace]
     notes: list[str]
+    horizon: int | None = None
+    at_horizon: tuple[Trace, Trace] | None = None
+
+
+#: The largest loss difference at which PyTorch still counts as agreeing with itself (a
+#: tenth of the float64 tolerance: ours may round a few times worse than one perturbation).
+SELF_AGREEMENT = 1e-10
+
+
+def horizon(reference: Trace, perturbed: Trace, tol: float = SELF_AGREEMENT) -> int:
+    """The number of updates H after which PyTorch still agrees with itself: the losses of
+    steps 0..H (step s computed from the weights after s updates) differ by ≤ `tol` between
+    its run and its run from weights 1e-15 apart; len(losses) when every step does. A recipe
+    that amplifies rounding errors (thresholds, high learning rates on small batches)
+    parts from itself within N steps: no implementation can then agree with PyTorch to
+    1e-9 after N steps, and the comparison is decided after H."""
+    for s, d in enumerate(loss_differences(perturbed, reference)):
+        if d > tol:
+            return max(s - 1, 0)
+    return len(reference.losses)
 
 
 def values(side: Trace) -> dict:
@@ -363,21 +403,42 @@ def run(
     seed: int = 0,
     augment: str = "off",
     ours_config: ml_collections.ConfigDict | None = None,
+    self_check: bool = False,
 ) -> Result:
     """Both sides' N-step runs of `config` (a whole config: method, data, optim, train) on the
     same batches from the same initial weights (our init of the config's seed).
 
     `x64`: ours in float64 (else the config's dtype); `twin_dtypes`: PyTorch's runs, each
     'float32' or 'float64'. `ours_config` (default: `config`): the config of our side only,
-    to show that a difference between the two is detected."""
+    to show that a difference between the two is detected. `self_check`: also PyTorch's
+    float64 run from weights perturbed by `SELF_PERTURBATION` (theirs[`PERTURBED`])."""
     given = inputs(config, num_classes, steps=steps, batch=batch, seed=seed, augment=augment)
     theirs = {
         d: run_theirs(given.config, num_classes, given.variables, given.batches, steps, d)
         for d in twin_dtypes
     }
+    if self_check:
+        theirs[PERTURBED] = run_theirs(
+            given.config,
+            num_classes,
+            given.variables,
+            given.batches,
+            steps,
+            "float64",
+            perturb=SELF_PERTURBATION,
+        )
     ours_config = given.config if ours_config is None else prepare(ours_config, augment)[0]
     ours = run_ours(ours_config, num_classes, given.variables, given.batches, steps, x64)
-    return Result(ours, theirs, given.notes)
+    result = Result(ours, theirs, given.notes)
+    if self_check:
+        result.horizon = horizon(theirs["float64"], theirs[PERTURBED])
+        if result.horizon < steps:  # both sides again, stopped where PyTorch still agrees
+            first = given.batches[: result.horizon]
+            result.at_horizon = (
+                run_ours(ours_config, num_classes, given.variables, first, steps, x64),
+                run_theirs(given.config, num_classes, given.variables, first, steps, "float64"),
+            )
+    return result
 
 
 def compare(a: Trace, b: Trace) -> list[parity.Row]:
@@ -385,17 +446,28 @@ def compare(a: Trace, b: Trace) -> list[parity.Row]:
     return parity.compare(values(a), values(b))
 
 
-def steps_table(ours: Trace, theirs: Trace) -> str:
-    """The loss and every group's learning rate per step, ours beside PyTorch's."""
+def loss_differences(a: Trace, b: Trace) -> list[float]:
+    """Per step |loss a − loss b| / |loss b|."""
+    return [abs(x - y) / abs(y) if y else abs(x - y) for x, y in zip(a.losses, b.losses)]
+
+
+def steps_table(ours: Trace, theirs: Trace, perturbed: Trace | None = None) -> str:
+    """The loss and every group's learning rate per step, ours beside PyTorch's; with
+    `perturbed`, PyTorch's own loss difference from weights 1e-15 apart beside ours."""
     groups = sorted(theirs.lrs)
-    head = f"{'step':>4} {'loss ours':>14} {'loss PyTorch':>14} {'rel':>9}" + "".join(
-        f" {'lr ' + g + ' ours':>16} {'PyTorch':>11}" for g in groups
+    head = (
+        f"{'step':>4} {'loss ours':>18} {'loss PyTorch':>18} {'rel':>9}"
+        + (f" {'PyTorch ±1e-15':>14}" if perturbed else "")
+        + "".join(f" {'lr ' + g + ' ours':>16} {'PyTorch':>11}" for g in groups)
     )
     lines = [head]
-    for i, (lo, lt) in enumerate(zip(ours.losses, theirs.losses)):
-        rel = abs(lo - lt) / abs(lt) if lt else abs(lo - lt)
+    own = loss_differences(perturbed, theirs) if perturbed else []
+    for i, (lo, lt, rel) in enumerate(
+        zip(ours.losses, theirs.losses, loss_differences(ours, theirs))
+    ):
         lines.append(
-            f"{i:>4} {lo:>14.8g} {lt:>14.8g} {rel:>9.1e}"
+            f"{i:>4} {lo:>18.12g} {lt:>18.12g} {rel:>9.1e}"
+            + (f" {own[i]:>14.1e}" if perturbed else "")
             + "".join(f" {ours.lrs[g][i]:>16.6g} {theirs.lrs[g][i]:>11.6g}" for g in groups)
         )
     return "\n".join(lines)
