@@ -27,11 +27,8 @@ components, not transcriptions of ours:
   calls, LambdaLR's base · λ(s) and CosineAnnealingLR's (recursive) form of the same cosine
   from base at s = w: the same numbers to rounding. T is the config's run length
   (`Recipe.num_steps`; an epoch is the comparison's N batches), w its warm-up.
-- `torch.nn.utils.clip_grad_norm_` over all parameters (when `optim.clip_norm` > 0). It
-  scales by max_norm / (norm + 1e-6), optax's `clip_by_global_norm` (ours) by
-  max_norm / norm: a relative 1e-6 / norm on each clipped step. AdamW hides it (a uniform
-  scale; swinfc's synthetic recipe: 3e-12 after 10 steps); with SGD it shows, 5e-10 after
-  5 clipped steps of baseline_resnet.
+- `torch.nn.utils.clip_grad_norm_` over all parameters (when `optim.clip_norm` > 0): each
+  gradient times min(1, max_norm / (norm + 1e-6)), as ours (`optim.clip_by_global_norm`).
 - The loss: the twin's (`torch.nn.functional.cross_entropy`, with the method's
   `label_smoothing`).
 - `optim.accumulate` = k: micro-batch j holds rows j, j + k, ... of the batch (our split),
@@ -48,10 +45,16 @@ takes ready-cropped batches); `augment='host'`: S×S images (S = crop + crop/8) 
 crop and flip per example drawn on the host, the crops fed to both. Dropout and stochastic
 depth are switched off on both sides (their masks cannot be matched; `notes` says so).
 
+PyTorch against itself (`self_check`, float64): its run again from weights a few roundings
+apart (`SELF_PERTURBATION`). Where the recipe amplifies rounding errors (thresholds, high
+learning rates on batches of 4) PyTorch parts from itself within N steps, and no
+implementation can agree with it to 1e-9 after N; `horizon` is the last step where it still
+agrees with itself, and both sides run again for that many steps (`Result.at_horizon`).
+
 Rows (the relative difference: max |ours − PyTorch| / max |PyTorch|, `parity.Row`): every
 parameter group after N steps, the BatchNorm running mean and variance, the EMA weights per
 group, and each group's learning rate over all steps. The loss of every step is printed
-beside them (ours is logged in float32, so it is no row).
+beside them (float64 in a float64 run).
 """
 
 from __future__ import annotations
