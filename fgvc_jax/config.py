@@ -159,6 +159,9 @@ def make_config(
         dict(
             pretrained="",  # file, converted dir, timm:<name>, torchvision:<enum>; "" = scratch
             from_workdir="",  # an earlier run of this library: start from its weights
+            # a checkpoint of another workdir (<workdir>/checkpoints/<step>): go on from its
+            # step with its weights, optimizer state and EMA (timm's --resume)
+            resume_from="",
             dont_load=dont_load,
         )
     )  # regex of paths not to load (e.g. '^backbone/fc/'; with

@@ -21,6 +21,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from fgvc_jax import recipe  # noqa: E402
 from fgvc_jax.convert import pretrained  # noqa: E402
 from fgvc_jax.loop import train  # noqa: E402
 from fgvc_jax.run import checkpoints, trained  # noqa: E402
@@ -134,7 +135,10 @@ def main(argv):
             if config is None:
                 _fail("--config is required to train (e.g. --config configs/swinfc.py:cub).")
             if not checkpoints.has_checkpoints(workdir):  # a resume never reads them
-                pretrained.check_source(config)  # before any dataset work or workdir
+                recipe.init_source(config)  # before any dataset work or workdir
+                pretrained.check_source(config)
+                if config.init.get("resume_from"):
+                    checkpoints.resume_source(config.init.resume_from)
             train.train_and_evaluate(config, workdir, _ALLOW_CONFIG_CHANGE.value)
         else:
             result = train.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)

@@ -328,10 +328,21 @@ def _train_and_evaluate(
         restored = ckpts.restore(run.recipe.abstract_state(tx, run.mesh), "latest")
     except ckpt_lib.Mismatch as e:
         raise workdir_lib.WorkdirError(f"{e} Start this config in a new --workdir.") from None
+    source = config.init.get("resume_from") or ""
+    resumed_here = restored is not None
+    if not resumed_here and source:  # another run's checkpoint, optimizer state and all
+        folder = ckpt_lib.resume_source(source)
+        abstract = run.recipe.abstract_state(tx, run.mesh)
+        try:
+            restored = ckpt_lib.read_state(folder, abstract, config.method.name)
+        except ckpt_lib.Mismatch as e:
+            raise ValueError(f"config.init.resume_from={source!r}: {e}") from None
+        logging.info("Going on from %s (config.init.resume_from) at step %d", folder, restored[1])
     if restored is not None:
         state, start_step = restored
         workdir_lib.check_length(start_step, run.num_steps, workdir)
-        logging.info("Resumed from %s at step %d", ckpts.latest.directory, start_step)
+        if resumed_here:
+            logging.info("Resumed from %s at step %d", ckpts.latest.directory, start_step)
     else:
         start_step = 0
         state = run.recipe.create_state(tx, run.initial_variables(), run.mesh)

@@ -82,9 +82,23 @@ def eval_batch_size(config: ml_collections.ConfigDict) -> int:
     return int(config.train.get("eval_batch_size", 0) or config.train.batch_size)
 
 
+def init_source(config: ml_collections.ConfigDict) -> None:
+    """At most one start: `init.resume_from` (a whole train state) excludes the weight
+    sources `init.pretrained` and `init.from_workdir`."""
+    init = config.get("init") or {}
+    if init.get("resume_from") and (init.get("pretrained") or init.get("from_workdir")):
+        given = [k for k in ("pretrained", "from_workdir") if init.get(k)]
+        raise ValueError(
+            f"config.init.resume_from goes on from another run's whole train state; "
+            f"config.init.{given[0]} would be overwritten by it: leave it empty."
+        )
+
+
 def check(config: ml_collections.ConfigDict) -> None:
-    """The settings that need no dataset: compute dtype, crops and resize modes."""
+    """The settings that need no dataset: compute dtype, crops and resize modes, where the
+    run starts from."""
     compute_dtype(config)
+    init_source(config)
     normalization(config)
     batch_norm(config)
     preprocess.Augment.train(config.data)

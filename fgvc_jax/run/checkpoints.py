@@ -302,6 +302,44 @@ def latest_finished_step(workdir: str) -> int | None:
     return max(steps, default=None)
 
 
+def resume_source(source: str) -> str:
+    """The absolute step folder `config.init.resume_from` names (<workdir>/checkpoints/<step>
+    or <workdir>/best/<step> of another run); FileNotFoundError or ValueError, naming the
+    steps there when it is a workdir or its checkpoints/ folder."""
+    what = f"config.init.resume_from={source!r}"
+    path = os.path.abspath(os.path.expanduser(source))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{what}: no such directory.")
+    if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "default")):
+        return path
+    parent = os.path.join(path, "checkpoints") if has_checkpoints(path) else path
+    steps = sorted(int(d) for d in os.listdir(parent) if d.isdigit())
+    hint = (
+        f"; e.g. {os.path.join(parent, str(steps[-1]))} (steps there: {', '.join(map(str, steps))})"
+        if steps
+        else ""
+    )
+    raise ValueError(
+        f"{what} is not a checkpoint: give a step folder <workdir>/checkpoints/<step>{hint}."
+    )
+
+
+def read_state(folder: str, abstract_state: Any, method: str | None = None) -> tuple[Any, int]:
+    """(state, step): the whole train state saved in the step folder `folder` (another
+    run's checkpoint, `config.init.resume_from`), placed with the shardings of
+    `abstract_state`, checked (`check_fits`) and verified (`verify`) as a resume is."""
+    check_fits(folder, abstract_state, method)
+    try:
+        with _quiet_read_errors(), ocp.StandardCheckpointer() as ckptr:
+            state = ckptr.restore(os.path.join(folder, "default"), abstract_state)
+    except Exception as e:  # noqa: BLE001
+        if not _is_damage(e):
+            raise
+        raise Damaged(folder, f"cannot be read ({_reason(e)})") from None
+    verify(folder, state)
+    return state, int(os.path.basename(folder))
+
+
 class Checkpoints:
     """The periodic and best-by-accuracy checkpoint managers of one workdir. `method` names
     the run's method in the message of a checkpoint of another model."""
