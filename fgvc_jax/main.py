@@ -135,7 +135,7 @@ def main(argv):
             if config is None:
                 _fail("--config is required to train (e.g. --config configs/swinfc.py:cub).")
             if not checkpoints.has_checkpoints(workdir):  # a resume never reads them
-                recipe.init_source(config)  # before any dataset work or workdir
+                recipe.check(config)  # settings, start source: before any dataset work or workdir
                 pretrained.check_source(config)
                 if config.init.get("resume_from"):
                     checkpoints.resume_source(config.init.resume_from)

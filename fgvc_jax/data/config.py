@@ -66,6 +66,10 @@ def default_config(name: str = "synthetic_fgvc") -> ml_collections.ConfigDict:
     c.label_level = "variant"  # fgvc_aircraft: variant | family | manufacturer
     c.download = True  # cub, stanford_dogs: try the TFDS catalog when no manual files exist
     c.train_split = "train"
+    # The order of a training epoch (`fgvc_jax.data.pipeline.SAMPLINGS`): "uniform" (each
+    # example once) | "class_balanced" (each class equally often) | "sqrt" (class ∝ √n_c),
+    # the latter two for long-tailed sets (NABirds, WebFG-496)
+    c.sampling = "uniform"
     c.test_split = "test"
     # Model selection (fgvc_jax.data.splits): with val_fraction > 0 periodic evaluation and
     # the best checkpoint use a validation split — the official one (val_split, FGVC-Aircraft's

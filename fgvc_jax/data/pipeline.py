@@ -1,7 +1,9 @@
 """Host-local batches for training and evaluation, and their global jax.Arrays.
 
 Examples are read by index from the prepared array_record files (random access). Epoch e is
-the permutation `default_rng([seed, e])` of the whole split; global batch b of the epoch is
+the permutation `default_rng([seed, e])` of the whole split (with `data.sampling`
+'class_balanced' or 'sqrt': n draws with replacement from that generator, `SAMPLINGS`);
+global batch b of the epoch is
 positions [b·G, (b+1)·G) of it, and process p reads only its slice [p·L, (p+1)·L) (L = G/P).
 Each example's augmentation draws from `default_rng([seed, e, position])`. So a batch is a
 pure function of (seed, step): starting at any step reads nothing before it, and the global
@@ -52,6 +54,38 @@ def _local_batch(global_batch_size: int, process_count: int) -> int:
 @functools.lru_cache(maxsize=2)
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+#: `config.data.sampling` → p: an example of class c is drawn with probability ∝ n_c^-p, so
+#: class c with probability ∝ n_c^(1-p). 'uniform' (None): every example once an epoch, a
+#: permutation; 'class_balanced' (1): every class equally often (class-aware sampling, Shen
+#: et al. ECCV 2016, the long-tail recipes for NABirds and WebFG-496); 'sqrt' (0.5): class c
+#: ∝ √n_c (square-root sampling, Mahajan et al. ECCV 2018). With replacement, n draws an
+#: epoch, so the epoch length and the schedule are unchanged.
+SAMPLINGS = {"uniform": None, "class_balanced": 1.0, "sqrt": 0.5}
+
+
+def sampling_power(config) -> float | None:
+    """`SAMPLINGS[config.sampling]` (config: the data config); ValueError naming the valid
+    ones otherwise."""
+    name = config.get("sampling", "uniform")
+    if name not in SAMPLINGS:
+        raise ValueError(f"config.data.sampling={name!r}; valid: {', '.join(SAMPLINGS)}.")
+    return SAMPLINGS[name]
+
+
+def example_probabilities(labels: np.ndarray, power: float) -> np.ndarray:
+    """P(example i) ∝ n_{y_i}^-power, n_c the number of examples of class c."""
+    counts = np.bincount(labels)
+    p = counts[labels].astype(np.float64) ** -power
+    return p / p.sum()
+
+
+def split_labels(source) -> np.ndarray:
+    """Every example's label: the decoded cache's array, else read from each record once."""
+    if hasattr(source, "labels"):
+        return np.asarray(source.labels, np.int64)
+    return np.asarray([int(source[i]["label"]) for i in range(len(source))], np.int64)
 
 
 def _load(
@@ -163,6 +197,15 @@ def train_iterator(
             f"batch of {global_batch_size}."
         )
 
+    power = sampling_power(config)
+    probabilities = None if power is None else example_probabilities(split_labels(source), power)
+
+    @functools.lru_cache(maxsize=2)
+    def order(epoch: int) -> np.ndarray:
+        if probabilities is None:
+            return epoch_permutation(seed, epoch, n)
+        return np.random.default_rng([seed, epoch]).choice(n, size=n, p=probabilities)
+
     def batches():
         step = start_step
         while True:
@@ -171,7 +214,7 @@ def train_iterator(
                 b * global_batch_size + p * local, b * global_batch_size + (p + 1) * local
             )
             yield (
-                epoch_permutation(seed, epoch, n)[positions],
+                order(epoch)[positions],
                 [(seed, epoch, int(q)) for q in positions],
                 local,
             )

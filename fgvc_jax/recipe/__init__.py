@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from fgvc_jax.data import cache, preprocess
+from fgvc_jax.data import cache, pipeline, preprocess
 from fgvc_jax.methods import registry
 from fgvc_jax.methods.base import IMAGENET_MEAN, IMAGENET_STD
 from fgvc_jax.recipe import lengths, optim
@@ -103,6 +103,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     batch_norm(config)
     preprocess.Augment.train(config.data)
     preprocess.Augment.eval(config.data)
+    pipeline.sampling_power(config.data)
 
 
 def check_batch_sizes(config: ml_collections.ConfigDict, mesh) -> None:

@@ -223,3 +223,50 @@ def test_to_global_shards_along_data(config):
         assert isinstance(out[key], jax.Array) and out[key].shape == batch[key].shape
         assert out[key].sharding.spec == P("data")
         np.testing.assert_array_equal(np.asarray(out[key]), batch[key])
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "class_balanced", "sqrt"])
+def test_sampling_draws_classes_as_named_from_a_long_tailed_split(config, monkeypatch, sampling):
+    """A long-tailed training split (class c keeps 12, 6, 3, 1 of its examples): 'uniform'
+    reads each example once an epoch, 'class_balanced' each class about equally often,
+    'sqrt' class c about ∝ √n_c; the batches stay a pure function of (seed, step)."""
+    original = datasets.data_source
+    keep = {0: 12, 1: 6, 2: 3, 3: 1}
+
+    def long_tailed(c, split):
+        source = original(c, split)
+        if split != c.train_split:
+            return source
+        labels = pipeline.split_labels(source)
+        indices = np.concatenate([np.flatnonzero(labels == k)[:m] for k, m in keep.items()])
+        return datasets.splits.Subset(source, indices)
+
+    monkeypatch.setattr(datasets, "data_source", long_tailed)
+    c = config.copy_and_resolve_references()
+    c.sampling = sampling
+    n, steps_per_epoch = sum(keep.values()), sum(keep.values()) // 2
+
+    def labels(start, steps):
+        it = data.train_iterator(c, global_batch_size=2, seed=5, start_step=start)
+        return np.concatenate([b["label"] for b in _take(it, steps)])
+
+    drawn = labels(0, 200 * steps_per_epoch)  # 200 epochs, 4400 draws
+    share = np.bincount(drawn, minlength=CLASSES) / len(drawn)
+    counts = np.array([keep[k] for k in range(CLASSES)], np.float64)
+    expected = {
+        "uniform": counts / counts.sum(),
+        "class_balanced": np.full(CLASSES, 1 / CLASSES),
+        "sqrt": np.sqrt(counts) / np.sqrt(counts).sum(),
+    }[sampling]
+    np.testing.assert_allclose(share, expected, atol=0.02)
+    if sampling == "uniform":
+        assert sorted(drawn[:n]) == sorted(k for k, m in keep.items() for _ in range(m))
+    np.testing.assert_array_equal(labels(7, 5), drawn[14:24])  # resumes at step 7 exactly
+
+
+def test_unknown_sampling_names_the_valid_ones(config):
+    c = config.copy_and_resolve_references()
+    c.sampling = "balanced"
+    valid = r"data.sampling='balanced'; valid: uniform, class_balanced, sqrt"
+    with pytest.raises(ValueError, match=valid):
+        next(data.train_iterator(c, global_batch_size=2, seed=0))

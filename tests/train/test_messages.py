@@ -90,3 +90,16 @@ def test_unreadable_image_names_its_path_not_a_bytesio(tmp_path):
         images.decode(bad.read_bytes(), name=str(bad))
     assert str(e.value).startswith(f"Cannot read image {bad}: ")
     assert "BytesIO" not in str(e.value)
+
+
+def test_a_bad_setting_is_one_line_before_any_dataset_work_or_workdir(tmp_path):
+    workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+    out = cli.run(
+        cli.tiny_args("attention_cnn", workdir, data_dir, "--config.data.sampling=balanced"),
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: config.data.sampling='balanced'; valid: uniform, class_balanced, sqrt."
+    ), out.stderr[-2000:]
+    assert not workdir.exists() and not data_dir.exists()
