@@ -28,6 +28,8 @@ LONG_FILES = (
     "tests/train/test_quickstart.py",
     "tests/train/test_resume.py",
     "tests/train/test_selection.py",
+    "tests/train/test_slurm_script.py",
+    "tests/train/test_resume_from.py",
     "tests/train/test_two_process.py",
 )
 #: Test names that are `long` wherever they are: whole methods trained beside their twins.
