@@ -8,6 +8,9 @@ Scores are the method's own (`Method.scores`), as in the trainer's evaluation.
 Flip TTA averages the two views' softmaxes per head, and the two views' combined prediction
 (`Method.predict`) for 'combined'. Single-view numbers are computed exactly as the trainer's
 evaluation (`step.eval_step`: top-k of each head's logits and of the combined prediction).
+`--crops 5|10` adds multi-crop TTA, reported apart as well: torchvision's FiveCrop/TenCrop of
+the eval crop C from the S×S eval resize (the four corners and the center, whose offset
+(S − C) // 2 is the single view's; 10 adds their flips), averaged as flip TTA averages.
 """
 
 from __future__ import annotations
@@ -31,36 +34,81 @@ REPORT_FILE = "eval_report.json"
 CONFUSION_FILE = "confusion.png"
 
 
-def make_topk_fn(trained: Trained, mesh, flip: bool, k: int = 5):
-    """Jitted (variables, uint8 images) → {'single/<name>': top-k indices (B, k), and with
-    `flip` 'flip/<name>'} for every head and 'combined'."""
+CROPS = (0, 5, 10)  # --crops: off, FiveCrop, TenCrop
+
+
+def crop_views(images, crop: int, n: int) -> list:
+    """The `n` (5 or 10) C×C views of (B, S, S, 3) images: top-left, top-right, bottom-left,
+    bottom-right, center (offset (S − C) // 2, the single view's), then their flips."""
+    if n not in CROPS[1:]:
+        raise ValueError(f"crops={n}; valid: {', '.join(map(str, CROPS))} (0: off).")
+    d = images.shape[1] - crop
+    offsets = [(0, 0), (0, d), (d, 0), (d, d), (d // 2, d // 2)]
+    views = [images[:, y : y + crop, x : x + crop] for y, x in offsets]
+    return views + [v[:, :, ::-1] for v in views] if n == 10 else views
+
+
+def _scores_fn(trained: Trained):
     method = trained.method
 
     def scores(variables, images):
         out = method.network.apply(variables, trained.normalize(images), train=False)
         return method.scores(out)
 
-    def probs(s):
-        return {n: v if n == "combined" else jax.nn.softmax(v, -1) for n, v in s.items()}
+    return scores
+
+
+def _probs(s: dict) -> dict:
+    """Per head its softmax; 'combined' is already the method's prediction."""
+    return {n: v if n == "combined" else jax.nn.softmax(v, -1) for n, v in s.items()}
+
+
+def _top(views_probs: list[dict], k: int, prefix: str) -> dict:
+    mean = {n: sum(p[n] for p in views_probs) / len(views_probs) for n in views_probs[0]}
+    kk = min(k, mean["combined"].shape[-1])
+    return {f"{prefix}/{n}": jax.lax.top_k(v, kk)[1] for n, v in mean.items()}
+
+
+def _jit(fn, mesh):
+    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+    return jax.jit(fn, in_shardings=(rep, dat), out_shardings=rep)
+
+
+def make_topk_fn(trained: Trained, mesh, flip: bool, k: int = 5):
+    """Jitted (variables, uint8 images) → {'single/<name>': top-k indices (B, k), and with
+    `flip` 'flip/<name>'} for every head and 'combined'."""
+    scores = _scores_fn(trained)
 
     def fn(variables, images):
         single = scores(variables, images)
         kk = min(k, single["combined"].shape[-1])
         out = {f"single/{n}": jax.lax.top_k(v, kk)[1] for n, v in single.items()}
         if flip:
-            p1, p2 = probs(single), probs(scores(variables, images[:, :, ::-1, :]))
-            out.update({f"flip/{n}": jax.lax.top_k((p1[n] + p2[n]) / 2, kk)[1] for n in p1})
+            flipped = _probs(scores(variables, images[:, :, ::-1, :]))
+            out.update(_top([_probs(single), flipped], k, "flip"))
         return out
 
-    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    return jax.jit(fn, in_shardings=(rep, dat), out_shardings=rep)
+    return _jit(fn, mesh)
 
 
-def collect(trained: Trained, batches, flip: bool = True) -> dict[str, np.ndarray]:
+def make_crops_topk_fn(trained: Trained, mesh, crops: int, k: int = 5):
+    """Jitted (variables, uint8 S×S images) → {'crops/<name>': top-k indices (B, k)}: the
+    mean over the `crop_views` of each head's softmax and of the combined prediction."""
+    scores, crop = _scores_fn(trained), int(trained.config.data.eval_crop)
+
+    def fn(variables, images):
+        views = crop_views(images, crop, crops)
+        return _top([_probs(scores(variables, v)) for v in views], k, "crops")
+
+    return _jit(fn, mesh)
+
+
+def collect(trained: Trained, batches, flip: bool = True, fn=None) -> dict[str, np.ndarray]:
     """Labels and top-5 predictions of every view and head over the valid examples of
-    `batches` (padded batches with a 'mask', as `data.eval_iterator` yields)."""
+    `batches` (padded batches with a 'mask', as `data.eval_iterator` yields); `fn` (default
+    `make_topk_fn`'s) maps (variables, images) to them."""
     mesh = parallel.make_mesh()
-    fn = make_topk_fn(trained, mesh, flip)
+    fn = fn or make_topk_fn(trained, mesh, flip)
     variables = jax.device_put(trained.variables, parallel.replicated(mesh))
     parts: dict[str, list] = {"label": []}
     for batch in batches:
@@ -209,11 +257,22 @@ def evaluate(
     out_dir: str | None = None,
     top_confused: int = 10,
     images: str | None = None,
+    crops: int = 0,
 ) -> dict:
     """Evaluate `trained` on `split` (default: the config's test split) or on the folder
     `images` (`<class name>/*.jpg`, no dataset needed); write the JSON report and the
-    confusion PNG into `out_dir` (default: the workdir). Returns the report."""
+    confusion PNG into `out_dir` (default: the workdir). `crops` 5 or 10: multi-crop TTA
+    too (a second pass over the split at the S×S eval resize). Returns the report."""
     config = trained.config
+    if crops:
+        crop_views(np.zeros((1, 1, 1, 3)), 0, crops)  # a valid count
+        if images:
+            raise ToolError("--crops needs a dataset split (--images are read at the crop).")
+        if config.data.resize_mode != "square":
+            raise ToolError(
+                f"--crops needs config.data.resize_mode='square' (the S×S image the crops "
+                f"are cut from); this run has {config.data.resize_mode!r}."
+            )
     split = images or split or config.data.test_split
     bs = batch_size or recipe_lib.eval_batch_size(config)
     batches = (
@@ -222,6 +281,13 @@ def evaluate(
         else data.eval_iterator(config.data, split=split, global_batch_size=bs)
     )
     tops = collect(trained, batches, flip)
+    crops_tta = None
+    if crops:
+        full = data.eval_iterator(config.data, split=split, global_batch_size=bs, uncropped=True)
+        crop_tops = collect(
+            trained, full, fn=make_crops_topk_fn(trained, parallel.make_mesh(), crops)
+        )
+        crops_tta = {"views": crops, **topk_metrics(crop_tops, "crops")}
     names = trained.class_names
     cm = confusion_matrix(tops["label"], tops["single/combined"][:, 0], len(names))
     out_dir = out_dir or trained.workdir
@@ -246,13 +312,14 @@ def evaluate(
         "single_view": single,
         "macro_f1": macro_f1(cm),
         "flip_tta": topk_metrics(tops, "flip") if flip else None,
+        "crops_tta": crops_tta,
         "per_class": per_class(cm, names),
         "most_confused": most_confused(cm, names, top_confused),
         "confusion_matrix": cm.tolist(),
         "confusion_png": os.path.abspath(png),
         "note": "per-class accuracy, confusions and the PNG use the combined prediction of a "
-        "single view; flip_tta is reported separately and never mixed into "
-        "single_view.",
+        "single view; flip_tta and crops_tta are reported separately and never mixed "
+        "into single_view.",
     }
     with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
@@ -262,14 +329,15 @@ def evaluate(
 def format_report(report: dict) -> str:
     """The console summary: a head x (top-1, top-5) table for both views, the worst classes
     and the most confused pairs."""
-    single, flip = report["single_view"], report["flip_tta"]
+    single, flip, crops = report["single_view"], report["flip_tta"], report.get("crops_tta")
     heads = sorted({k.split("/", 1)[1] for k in single}, key=lambda n: (n != "combined", n))
     source = report.get("images") or f"{report['dataset']}/{report['split']}"
     lines = [
         f"{report['method']} on {source} "
         f"({report['count']} images), checkpoint step {report['step']}",
         f"{'head':<16}{'top-1':>8}{'top-5':>8}{'class':>8}"
-        + (f"{'flip top-1':>12}{'flip top-5':>12}" if flip else ""),
+        + (f"{'flip top-1':>12}{'flip top-5':>12}" if flip else "")
+        + (f"{str(crops['views']) + '-crop top-1':>15}{'top-5':>8}" if crops else ""),
     ]
     for h in heads:
         row = (
@@ -278,6 +346,8 @@ def format_report(report: dict) -> str:
         )
         if flip:
             row += f"{flip['top1/' + h]:>12.2f}{flip['top5/' + h]:>12.2f}"
+        if crops:
+            row += f"{crops['top1/' + h]:>15.2f}{crops['top5/' + h]:>8.2f}"
         lines.append(row)
     lines.append(
         f"(class: mean per-class top-1); macro-F1 of the combined prediction "
@@ -307,6 +377,7 @@ def main(argv) -> None:
             flip=flags.flip,
             out_dir=flags.out or None,
             images=flags.images or None,
+            crops=flags.crops,
         )
     except Exception as e:  # user mistakes → one line
         cli_common.fail(e)
@@ -332,6 +403,9 @@ def run() -> None:
         )
         flags.DEFINE_integer("batch_size", 0, "Evaluation batch (default: the config's).")
         flags.DEFINE_boolean("flip", True, "Also report flip test-time augmentation (separately).")
+        flags.DEFINE_integer(
+            "crops", 0, "5 or 10: also report FiveCrop/TenCrop test-time augmentation (separately)."
+        )
         flags.DEFINE_string("out", "", "Folder for the report and PNG (default: the workdir).")
 
     cli_common.run(main, define_flags)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import functools
 import os
 import sys
@@ -240,12 +241,19 @@ def eval_iterator(
     global_batch_size: int,
     process_index: int | None = None,
     process_count: int | None = None,
+    uncropped: bool = False,
 ) -> Iterator[dict]:
-    """The whole split once, in order: {image, label, mask}; mask is False on padding."""
+    """The whole split once, in order: {image, label, mask}; mask is False on padding.
+    Images are the C×C center crops, or with `uncropped` the S×S eval resize (resize_mode
+    'square': the image multi-crop TTA cuts its crops from)."""
     p, count = _processes(process_index, process_count)
     local = _local_batch(global_batch_size, count)
     split = split or config.test_split
     aug = preprocess.Augment.eval(config)
+    if uncropped:
+        if aug.mode != "square":
+            raise DataError("uncropped evaluation images need config.resize_mode='square'.")
+        aug = dataclasses.replace(aug, crop=aug.resize)
     decoded = (
         cache.load(config, split, aug.resize, config.num_workers) if cache.applies(config) else None
     )
@@ -259,7 +267,8 @@ def eval_iterator(
             yield range(lo, hi), [None] * (hi - lo), local
 
     if decoded is not None:
-        yield from _load_cached(decoded, batches(), aug.crop, config.num_workers, config.prefetch)
+        crop = None if uncropped else aug.crop
+        yield from _load_cached(decoded, batches(), crop, config.num_workers, config.prefetch)
         return
     yield from _load(
         source,

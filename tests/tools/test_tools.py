@@ -170,3 +170,29 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
     r = _cli("predict", "--workdir", str(tmp_path / "empty"), str(tmp_path / "y.png"))
     assert r.returncode == 2 and "y.png" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_crop_views_are_torchvisions_five_and_ten_crops():
+    s, c = 10, 6
+    yy, xx = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
+    images = np.stack([yy, xx, np.zeros_like(yy)], -1)[None]  # pixel (y, x) holds (y, x)
+    corners = [(v[0, 0, 0, 0], v[0, 0, 0, 1]) for v in evaluate.crop_views(images, c, 5)]
+    assert corners == [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]  # tl, tr, bl, br, center
+    ten = evaluate.crop_views(images, c, 10)
+    assert len(ten) == 10 and all(v.shape == (1, c, c, 3) for v in ten)
+    for v, f in zip(ten[:5], ten[5:]):
+        np.testing.assert_array_equal(f, v[:, :, ::-1])
+    with pytest.raises(ValueError, match="crops=3; valid: 0, 5, 10"):
+        evaluate.crop_views(images, c, 3)
+
+
+def test_crops_tta_at_the_crop_size_equals_the_single_and_flip_views(model, tmp_path):
+    """This run evaluates at S = C (64): its five crops are all the single view, and its ten
+    crops the single and the flipped view, so the multi-crop TTA must report their numbers
+    (the pass over the uncropped S×S images, the averaging and the report are exercised)."""
+    assert model.config.data.eval_resize == model.config.data.eval_crop
+    five = evaluate.evaluate(model, flip=True, crops=5, out_dir=str(tmp_path))
+    assert five["crops_tta"] == {"views": 5, **five["single_view"]}
+    ten = evaluate.evaluate(model, flip=True, crops=10, out_dir=str(tmp_path))
+    assert ten["crops_tta"] == {"views": 10, **ten["flip_tta"]}
+    assert "5-crop top-1" in evaluate.format_report(five)
