@@ -170,7 +170,6 @@ def recipe_main(config, batch: int, classes: int) -> None:
     if x64:
         own = recipe_parity.compare(perturbed, twin)
         print(parity.table(rows, {"PyTorch ±1e-15": own}))
-        failed = [r.name for r in rows if r.rel > tolerance]
         if result.at_horizon:
             h = result.horizon
             print(
@@ -182,7 +181,7 @@ def recipe_main(config, batch: int, classes: int) -> None:
             )
             rows = recipe_parity.compare(*result.at_horizon)
             print(parity.table(rows))
-            failed = [r.name for r in rows if r.rel > tolerance]
+        failed = [r.name for r in rows if r.rel > tolerance]
     elif FLAGS.dtype == "float32":
         exact = result.theirs["float64"]
         ours_err = recipe_parity.compare(result.ours, exact)

@@ -37,11 +37,15 @@ CONFUSION_FILE = "confusion.png"
 CROPS = (0, 5, 10)  # --crops: off, FiveCrop, TenCrop
 
 
+def check_crops(n: int) -> None:
+    if n not in CROPS:
+        raise ValueError(f"crops={n}; valid: {', '.join(map(str, CROPS))} (0: off).")
+
+
 def crop_views(images, crop: int, n: int) -> list:
     """The `n` (5 or 10) C×C views of (B, S, S, 3) images: top-left, top-right, bottom-left,
     bottom-right, center (offset (S − C) // 2, the single view's), then their flips."""
-    if n not in CROPS[1:]:
-        raise ValueError(f"crops={n}; valid: {', '.join(map(str, CROPS))} (0: off).")
+    check_crops(n)
     d = images.shape[1] - crop
     offsets = [(0, 0), (0, d), (d, 0), (d, d), (d // 2, d // 2)]
     views = [images[:, y : y + crop, x : x + crop] for y, x in offsets]
@@ -264,8 +268,8 @@ def evaluate(
     confusion PNG into `out_dir` (default: the workdir). `crops` 5 or 10: multi-crop TTA
     too (a second pass over the split at the S×S eval resize). Returns the report."""
     config = trained.config
+    check_crops(crops)
     if crops:
-        crop_views(np.zeros((1, 1, 1, 3)), 0, crops)  # a valid count
         if images:
             raise ToolError("--crops needs a dataset split (--images are read at the crop).")
         if config.data.resize_mode != "square":

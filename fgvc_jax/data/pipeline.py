@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 import jax
 import numpy as np
 
-from fgvc_jax.data import cache, datasets, preprocess
+from fgvc_jax.data import cache, datasets, preprocess, splits
 from fgvc_jax.data.errors import DataError
 
 
@@ -86,7 +86,7 @@ def split_labels(source) -> np.ndarray:
     """Every example's label: the decoded cache's array, else read from each record once."""
     if hasattr(source, "labels"):
         return np.asarray(source.labels, np.int64)
-    return np.asarray([int(source[i]["label"]) for i in range(len(source))], np.int64)
+    return splits.read_labels(source)
 
 
 def _load(

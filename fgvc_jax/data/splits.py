@@ -88,6 +88,11 @@ class Subset:
         return self.source[int(self.indices[i])]
 
 
+def read_labels(source) -> np.ndarray:
+    """Every record's label, read from each record."""
+    return np.asarray([int(source[i]["label"]) for i in range(len(source))], np.int64)
+
+
 def labels_of(source, cache_file: Path) -> np.ndarray:
     """Every record's label, read once and kept in `cache_file` (keyed by the record count)."""
     try:
@@ -96,7 +101,7 @@ def labels_of(source, cache_file: Path) -> np.ndarray:
             return np.asarray(saved["labels"], np.int64)
     except (OSError, ValueError, KeyError):
         pass
-    labels = np.asarray([int(source[i]["label"]) for i in range(len(source))], np.int64)
+    labels = read_labels(source)
     tmp = cache_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"count": len(source), "labels": labels.tolist()}))
     tmp.replace(cache_file)

@@ -324,15 +324,15 @@ def _train_and_evaluate(
     run.recipe.check_best_metric()
     tx = run.optimizer()
     # issue 16: the newest checkpoint that reads and verifies (damaged ones moved aside)
+    abstract = run.recipe.abstract_state(tx, run.mesh)
     try:
-        restored = ckpts.restore(run.recipe.abstract_state(tx, run.mesh), "latest")
+        restored = ckpts.restore(abstract, "latest")
     except ckpt_lib.Mismatch as e:
         raise workdir_lib.WorkdirError(f"{e} Start this config in a new --workdir.") from None
     source = config.init.get("resume_from") or ""
     resumed_here = restored is not None
     if not resumed_here and source:  # another run's checkpoint, optimizer state and all
         folder = ckpt_lib.resume_source(source)
-        abstract = run.recipe.abstract_state(tx, run.mesh)
         try:
             restored = ckpt_lib.read_state(folder, abstract, config.method.name)
         except ckpt_lib.Mismatch as e:

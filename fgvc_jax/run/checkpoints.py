@@ -225,27 +225,38 @@ def check_fits(folder: str, target, method: str | None = None) -> None:
             )
 
 
-def read_variables(folder: str, target: dict, method: str | None = None) -> dict:
-    """Partial restore of the top-level entries of `target` (abstract arrays with their
-    shardings, e.g. {'params', 'batch_stats'}) from the checkpoint at `folder`, checked
-    (`check_fits`, naming `method` in a mismatch) and verified (`verify`). Damaged when it
-    cannot be read or verified."""
+def _checked_read(folder: str, target: Any, method: str | None, restore) -> Any:
+    """`restore(<folder>/default)` between `check_fits` (naming `method` in a mismatch) and
+    `verify`; Damaged when it cannot be read or verified."""
     check_fits(folder, target, method)
-    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target)
     try:
-        with _quiet_read_errors(), ocp.PyTreeCheckpointer() as ckptr:
-            restored = ckptr.restore(
-                os.path.join(os.path.abspath(folder), "default"),
-                args=ocp.args.PyTreeRestore(
-                    item=target, restore_args=restore_args, partial_restore=True
-                ),
-            )
+        with _quiet_read_errors():
+            restored = restore(os.path.join(os.path.abspath(folder), "default"))
     except Exception as e:  # noqa: BLE001
         if not _is_damage(e):
             raise
         raise Damaged(folder, f"cannot be read ({_reason(e)})") from None
     verify(folder, restored)
     return restored
+
+
+def read_variables(folder: str, target: dict, method: str | None = None) -> dict:
+    """Partial restore of the top-level entries of `target` (abstract arrays with their
+    shardings, e.g. {'params', 'batch_stats'}) from the checkpoint at `folder`, checked
+    (`check_fits`, naming `method` in a mismatch) and verified (`verify`). Damaged when it
+    cannot be read or verified."""
+    restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target)
+
+    def restore(path):
+        with ocp.PyTreeCheckpointer() as ckptr:
+            return ckptr.restore(
+                path,
+                args=ocp.args.PyTreeRestore(
+                    item=target, restore_args=restore_args, partial_restore=True
+                ),
+            )
+
+    return _checked_read(folder, target, method, restore)
 
 
 def _read_all(folder: str) -> None:
@@ -328,15 +339,12 @@ def read_state(folder: str, abstract_state: Any, method: str | None = None) -> t
     """(state, step): the whole train state saved in the step folder `folder` (another
     run's checkpoint, `config.init.resume_from`), placed with the shardings of
     `abstract_state`, checked (`check_fits`) and verified (`verify`) as a resume is."""
-    check_fits(folder, abstract_state, method)
-    try:
-        with _quiet_read_errors(), ocp.StandardCheckpointer() as ckptr:
-            state = ckptr.restore(os.path.join(folder, "default"), abstract_state)
-    except Exception as e:  # noqa: BLE001
-        if not _is_damage(e):
-            raise
-        raise Damaged(folder, f"cannot be read ({_reason(e)})") from None
-    verify(folder, state)
+
+    def restore(path):
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(path, abstract_state)
+
+    state = _checked_read(folder, abstract_state, method, restore)
     return state, int(os.path.basename(folder))
 
 

@@ -6,8 +6,9 @@ alone, the error's traceback is followed, at exit, by `jax.distributed.shutdown(
 at a barrier for the dead peer and then aborting the process with a C++ stack trace (rc -6).
 `is_lost_peer` recognises the error; `mute_stderr` silences the runtime's own threads, which
 go on logging the lost peer (an RPC line could otherwise come after ours); `lost_line` says
-who is gone, where the run can resume and what to do; `exit_now` prints it and leaves at once (os._exit: nothing is left to
-save, every checkpoint write needs all processes, and the exit handlers would abort).
+who is gone, where the run can resume and what to do; `exit_now` prints it and leaves at
+once (os._exit: nothing is left to save, every checkpoint write needs all processes, and the
+exit handlers would abort).
 A survivor blocked in a collective that never fails (possible with NCCL) is ended by the
 coordination service after its heartbeat timeout with JAX's own message.
 """
