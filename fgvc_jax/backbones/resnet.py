@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from fgvc_jax.backbones.batch_norm import BatchNorm
+from fgvc_jax.backbones.conv import conv_general_dilated
 
 # torchvision's kaiming_normal_(mode='fan_out', nonlinearity='relu').
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -32,7 +32,8 @@ class Conv(nn.Module):
     runs its backward pass far faster than its convolution (BENCHMARKS.md, "ResNet-50 on CPU:
     where the time goes"). A strided 1x1 conv stays a convolution: as a matmul over
     `x[:, ::s, ::s]`, XLA:GPU's Triton GEMM fusion aborts the process (jax 0.10.2,
-    `triton_tiling_propagation.cc` "subdim_size_accumulator == dim_size")."""
+    `triton_tiling_propagation.cc` "subdim_size_accumulator == dim_size"). A kernel that
+    reaches past the input (3x3 on a 2x2 map) runs as matmuls over its taps (`conv.py`)."""
 
     features: int
     kernel: int
@@ -49,7 +50,7 @@ class Conv(nn.Module):
         if k == 1 and s == 1:
             return jnp.einsum("nhwc,cd->nhwd", x, w[0, 0])
         p = d * (k // 2)
-        return jax.lax.conv_general_dilated(
+        return conv_general_dilated(
             x,
             w,
             (s, s),

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fgvc_jax.backbones import conv
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.runtime.precision import upcast
 
@@ -102,6 +103,7 @@ class CBAMSpatial(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv",
+            conv_general_dilated=conv.conv_general_dilated,  # small maps: taps as matmuls
         )(pooled)
         s = nn.sigmoid(s)  # (B, H, W, 1)
         return s if self.return_map else x * s

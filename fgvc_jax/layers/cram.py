@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fgvc_jax.backbones import conv
 from fgvc_jax.backbones.batch_norm import BatchNorm
 from fgvc_jax.layers.attention import CBAMChannel, CBAMSpatial
 from fgvc_jax.runtime.precision import upcast
@@ -41,6 +42,7 @@ class ConvBNReLU(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="conv",
+            conv_general_dilated=conv.conv_general_dilated,  # small maps: taps as matmuls
         )(x)
         x = BatchNorm(self.momentum, dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(
             x, train

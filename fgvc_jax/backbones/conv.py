@@ -1,0 +1,102 @@
+"""`lax.conv_general_dilated` for channels-last convolutions, with the kernel's taps as matmuls
+when the kernel reaches past the input.
+
+XLA:CPU (jax 0.10.2) runs a convolution whose (dilated) kernel is larger than the unpadded
+input, e.g. a 3x3 conv on the 2x2 maps of a ResNet's last stage at 64 px, through a slow
+generic loop: 182 ms against PyTorch's 2.2 ms for batch 32 × 512 → 512 channels, and the
+whole CPU-size ResNet-18 forward 0.7 s of which 0.56 s in that stage (BENCHMARKS.md, "Small
+maps on CPU"). There the sum over the k₁·k₂ taps of (shifted, strided slice of the padded
+input) @ (that tap's C×D weights) gives the same convolution as plain matmuls (60x faster
+there). It applies only when the kernel reaches past the input (the CPU-size models' last
+stages, CBAM's 7x7 on small maps), never at the paper sizes, so a GPU or TPU program at 448 px
+is the convolution it always was.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax.numpy as jnp
+from jax import lax
+
+
+def _channels_last(dn: lax.ConvDimensionNumbers, n: int) -> bool:
+    spatial = tuple(range(1, n - 1))
+    return (
+        dn.lhs_spec == (0, n - 1, *spatial)
+        and dn.out_spec == dn.lhs_spec
+        and dn.rhs_spec == (n - 1, n - 2, *range(n - 2))
+    )
+
+
+def kernel_reaches_past_input(input_shape, kernel_shape, rhs_dilation=None) -> bool:
+    """Whether a channels-last conv of `kernel_shape` (spatial..., C, D) over `input_shape`
+    (N, spatial..., C) has a spatial dimension where the dilated kernel exceeds the input."""
+    spatial = kernel_shape[:-2]
+    dilation = rhs_dilation or (1,) * len(spatial)
+    return any((k - 1) * d + 1 > x for k, d, x in zip(spatial, dilation, input_shape[1:-1]))
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+):
+    """Drop-in for `lax.conv_general_dilated` (and `nn.Conv(conv_general_dilated=...)`): the
+    taps as matmuls where the kernel reaches past a channels-last input, else lax's own."""
+    n = lhs.ndim
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    plain = (
+        feature_group_count != 1
+        or batch_group_count != 1
+        or any(d != 1 for d in (lhs_dilation or ()))
+        or not _channels_last(dn, n)
+        or not kernel_reaches_past_input(lhs.shape, rhs.shape, rhs_dilation)
+    )
+    if plain:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            batch_group_count,
+            precision,
+            preferred_element_type,
+        )
+    spatial = rhs.shape[:-2]
+    dilation = tuple(rhs_dilation or (1,) * len(spatial))
+    if isinstance(padding, str):
+        dilated = tuple((k - 1) * d + 1 for k, d in zip(spatial, dilation))
+        padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, window_strides, padding)
+    x = jnp.pad(lhs, ((0, 0), *(tuple(p) for p in padding), (0, 0)))
+    out = [
+        (x.shape[1 + i] - (k - 1) * d - 1) // s + 1
+        for i, (k, d, s) in enumerate(zip(spatial, dilation, window_strides))
+    ]
+    y = None
+    for tap in itertools.product(*(range(k) for k in spatial)):
+        window = tuple(
+            slice(t * d, t * d + (o - 1) * s + 1, s)
+            for t, d, s, o in zip(tap, dilation, window_strides, out)
+        )
+        term = lax.dot_general(
+            x[(slice(None), *window)],
+            rhs[tap],
+            (((n - 1,), (0,)), ((), ())),
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+        y = term if y is None else y + term
+    return y
