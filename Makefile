@@ -14,11 +14,12 @@ venv: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
 # Runtime + PyTorch references + test tools + the ONNX converter and runtime (export) + the
+# Weights & Biases writer (wandb) + the
 # compilers for H100/TPU without the device (fgvc_jax.aot, its tests run in CI). torch first,
 # alone, so that pip takes the CPU 2.13.0 build and no CUDA packages.
 dev: $(BIN)/python $(VENV)/aot-gpu/.installed $(VENV)/aot-tpu/.installed
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[torch,test,export]"
+	$(BIN)/pip install -q -e ".[torch,test,export,wandb]"
 
 # The aot-gpu and aot-tpu extras of pyproject.toml, installed beside site-packages
 # (fgvc_jax.aot puts the one its target needs on sys.path): inside site-packages the CUDA

@@ -4,6 +4,7 @@ Swin-T at 224, batch 8, fp32. Medians of repeats; compile time reported separate
     python bench/backbones.py                    # the table (BENCHMARKS.md)
     python bench/backbones.py --sweep            # JAX ResNet-50 train step under XLA CPU flag sets
     python bench/backbones.py --breakdown        # where the ResNet-50 train step's time goes
+    python bench/backbones.py --small-maps --batch 32   # convs whose kernel reaches past the map
 
 Device: JAX's default backend (CPU here; a GPU when jax[cuda] is installed: then add --bf16
 to compare bf16 JAX with torch AMP).
@@ -307,6 +308,85 @@ def breakdown(args) -> None:
     )
 
 
+def small_maps(args) -> None:
+    """Convolutions whose kernel reaches past the input (the CPU-size models' last stages):
+    forward + input grad + weight grad through lax's convolution and through
+    `backbones.conv` (the taps as matmuls), torch beside; then the whole ResNet-18 train step
+    at 64 px with each (the backbone's conv swapped for lax's in one of them)."""
+    import jax
+    import jax.numpy as jnp
+
+    from fgvc_jax.backbones import conv, resnet
+    from fgvc_jax.convert.torch_reference import torch
+
+    def grad_fn(f, h, ci, co, k, d):
+        x, w = jnp.ones((args.batch, h, h, ci)), jnp.full((k, k, ci, co), 0.01)
+        p = d * (k // 2)
+
+        def loss(x, w):
+            return f(
+                x,
+                w,
+                (1, 1),
+                [(p, p)] * 2,
+                rhs_dilation=(d, d),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            ).sum()
+
+        g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        return lambda: jax.block_until_ready(g(x, w))
+
+    def torch_fn(h, ci, co, k, d):
+        x = torch.ones(args.batch, ci, h, h, requires_grad=True)
+        m = torch.nn.Conv2d(ci, co, k, 1, d * (k // 2), dilation=d, bias=False)
+
+        def f():
+            m.zero_grad()
+            x.grad = None
+            m(x).sum().backward()
+
+        return f
+
+    print(
+        f"Convolutions on small maps, forward + input grad + weight grad, batch {args.batch}, fp32"
+    )
+    print(
+        f"{'map, kernel':32s} {'lax ms':>8s} {'taps ms':>8s} {'torch ms':>9s} {'lax/taps':>9s} {'taps/torch':>10s}"
+    )
+    for h, ci, co, k, d in [
+        (2, 512, 512, 3, 1),
+        (2, 256, 256, 3, 1),
+        (4, 512, 512, 3, 2),
+        (2, 128, 32, 3, 1),
+        (4, 2, 1, 7, 1),
+    ]:
+        t = interleaved_medians(
+            {
+                "lax": grad_fn(jax.lax.conv_general_dilated, h, ci, co, k, d),
+                "taps": grad_fn(conv.conv_general_dilated, h, ci, co, k, d),
+                "torch": torch_fn(h, ci, co, k, d),
+            },
+            args.repeats,
+            args.warmup,
+        )
+        name = f"{h}x{h}x{ci} -> {co}, {k}x{k}" + (f" dil {d}" if d > 1 else "")
+        print(
+            f"{name:32s} {t['lax'] * 1e3:8.1f} {t['taps'] * 1e3:8.1f} {t['torch'] * 1e3:9.1f} "
+            f"{t['lax'] / t['taps']:9.1f} {t['taps'] / t['torch']:10.2f}"
+        )
+    steps = {}
+    for name, f in (("taps", conv.conv_general_dilated), ("lax", jax.lax.conv_general_dilated)):
+        resnet.conv_general_dilated = f  # what the backbone's Conv calls, at trace time
+        steps[name] = prepare_jax("resnet18", args.batch, 64, False)["train"]
+    resnet.conv_general_dilated = conv.conv_general_dilated
+    steps["torch"] = prepare_torch("resnet18", args.batch, 64, False)["train"]
+    t = interleaved_medians(steps, args.repeats, args.warmup)
+    print(
+        f"{'ResNet-18 train step, 64 px':32s} {t['lax'] * 1e3:8.1f} {t['taps'] * 1e3:8.1f} "
+        f"{t['torch'] * 1e3:9.1f} {t['lax'] / t['taps']:9.1f} {t['taps'] / t['torch']:10.2f}"
+    )
+
+
 def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -322,7 +402,10 @@ def main():
     )
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--breakdown", action="store_true")
+    p.add_argument("--small-maps", action="store_true")
     args = p.parse_args()
+    if args.small_maps:
+        return small_maps(args)
     sweep(args) if args.sweep else breakdown(args) if args.breakdown else table(args)
 
 

@@ -105,6 +105,9 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
         # EarlyStopping(patience, min_delta). 0 = off
         early_stop_patience=0,
         early_stop_min_delta=0.0,
+        # a Weights & Biases project to log every scalar to beside TensorBoard ('' = off);
+        # WANDB_MODE=offline writes <workdir>/wandb/ without an account (run/wandb_writer.py)
+        wandb_project="",
         profile_steps=0,  # > 0: a jax.profiler trace of that many steps after the first log
         # window into <workdir>/profile/ (fgvc_jax/loop/profile.py)
     )

@@ -11,6 +11,9 @@ evaluation (`step.eval_step`: top-k of each head's logits and of the combined pr
 `--crops 5|10` adds multi-crop TTA, reported apart as well: torchvision's FiveCrop/TenCrop of
 the eval crop C from the S×S eval resize (the four corners and the center, whose offset
 (S − C) // 2 is the single view's; 10 adds their flips), averaged as flip TTA averages.
+`--scales S1,S2,...` adds multi-scale TTA, reported apart too: the center crop C of the image
+resized to each S (the eval resize of the run replaced; other sizes than the run's decoded
+from the images, no cache written), averaged likewise.
 """
 
 from __future__ import annotations
@@ -50,6 +53,40 @@ def crop_views(images, crop: int, n: int) -> list:
     offsets = [(0, 0), (0, d), (d, 0), (d, d), (d // 2, d // 2)]
     views = [images[:, y : y + crop, x : x + crop] for y, x in offsets]
     return views + [v[:, :, ::-1] for v in views] if n == 10 else views
+
+
+def parse_scales(text: str, crop: int) -> tuple[int, ...]:
+    """'512,576' → (512, 576): the eval resizes S of multi-scale TTA, each ≥ the crop C."""
+    try:
+        scales = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ToolError(f"--scales {text!r}: expected sizes in pixels, e.g. --scales 512,576.")
+    small = [s for s in scales if s < crop]
+    if small:
+        raise ToolError(
+            f"--scales {text!r}: {small[0]} is smaller than the crop {crop} (each scale is an "
+            f"eval resize S that the {crop}x{crop} center crop is cut from)."
+        )
+    return scales
+
+
+def scale_batches(data_config, split: str, batch_size: int, scales: tuple[int, ...]):
+    """The split once per eval resize S in `scales`, in step: {'image': (B, V, C, C, 3) with
+    view v the center crop of the image resized to scales[v], 'label', 'mask'}. A size other
+    than the run's own is decoded from the images (data.cache 'none': nothing written)."""
+    iterators = []
+    for size in scales:
+        c = data_config.copy_and_resolve_references()
+        if size != c.eval_resize:
+            c.eval_resize, c.cache = size, "none"
+        iterators.append(data.eval_iterator(c, split=split, global_batch_size=batch_size))
+    for views in zip(*iterators):
+        first = views[0]
+        yield {
+            "image": np.stack([v["image"] for v in views], 1),
+            "label": first["label"],
+            "mask": first["mask"],
+        }
 
 
 def _scores_fn(trained: Trained):
@@ -103,6 +140,19 @@ def make_crops_topk_fn(trained: Trained, mesh, crops: int, k: int = 5):
     def fn(variables, images):
         views = crop_views(images, crop, crops)
         return _top([_probs(scores(variables, v)) for v in views], k, "crops")
+
+    return _jit(fn, mesh)
+
+
+def make_scales_topk_fn(trained: Trained, mesh, k: int = 5):
+    """Jitted (variables, uint8 (B, V, C, C, 3) views) → {'scales/<name>': top-k indices}: the
+    mean over the V scales of each head's softmax and of the combined prediction."""
+    scores = _scores_fn(trained)
+
+    def fn(variables, views):
+        return _top(
+            [_probs(scores(variables, views[:, v])) for v in range(views.shape[1])], k, "scales"
+        )
 
     return _jit(fn, mesh)
 
@@ -262,13 +312,18 @@ def evaluate(
     top_confused: int = 10,
     images: str | None = None,
     crops: int = 0,
+    scales: str = "",
 ) -> dict:
     """Evaluate `trained` on `split` (default: the config's test split) or on the folder
     `images` (`<class name>/*.jpg`, no dataset needed); write the JSON report and the
     confusion PNG into `out_dir` (default: the workdir). `crops` 5 or 10: multi-crop TTA
-    too (a second pass over the split at the S×S eval resize). Returns the report."""
+    too (a second pass over the split at the S×S eval resize). `scales` 'S1,S2,...':
+    multi-scale TTA too (a pass per scale). Returns the report."""
     config = trained.config
     check_crops(crops)
+    sizes = parse_scales(scales, int(config.data.eval_crop)) if scales else ()
+    if sizes and images:
+        raise ToolError("--scales needs a dataset split (--images are read at one size).")
     if crops:
         if images:
             raise ToolError("--crops needs a dataset split (--images are read at the crop).")
@@ -292,6 +347,11 @@ def evaluate(
             trained, full, fn=make_crops_topk_fn(trained, parallel.make_mesh(), crops)
         )
         crops_tta = {"views": crops, **topk_metrics(crop_tops, "crops")}
+    scales_tta = None
+    if sizes:
+        views = scale_batches(config.data, split, bs, sizes)
+        scale_tops = collect(trained, views, fn=make_scales_topk_fn(trained, parallel.make_mesh()))
+        scales_tta = {"scales": list(sizes), **topk_metrics(scale_tops, "scales")}
     names = trained.class_names
     cm = confusion_matrix(tops["label"], tops["single/combined"][:, 0], len(names))
     out_dir = out_dir or trained.workdir
@@ -317,12 +377,13 @@ def evaluate(
         "macro_f1": macro_f1(cm),
         "flip_tta": topk_metrics(tops, "flip") if flip else None,
         "crops_tta": crops_tta,
+        "scales_tta": scales_tta,
         "per_class": per_class(cm, names),
         "most_confused": most_confused(cm, names, top_confused),
         "confusion_matrix": cm.tolist(),
         "confusion_png": os.path.abspath(png),
         "note": "per-class accuracy, confusions and the PNG use the combined prediction of a "
-        "single view; flip_tta and crops_tta are reported separately and never mixed "
+        "single view; flip_tta, crops_tta and scales_tta are reported separately and never mixed "
         "into single_view.",
     }
     with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
@@ -334,6 +395,7 @@ def format_report(report: dict) -> str:
     """The console summary: a head x (top-1, top-5) table for both views, the worst classes
     and the most confused pairs."""
     single, flip, crops = report["single_view"], report["flip_tta"], report.get("crops_tta")
+    scales = report.get("scales_tta")
     heads = sorted({k.split("/", 1)[1] for k in single}, key=lambda n: (n != "combined", n))
     source = report.get("images") or f"{report['dataset']}/{report['split']}"
     lines = [
@@ -341,7 +403,8 @@ def format_report(report: dict) -> str:
         f"({report['count']} images), checkpoint step {report['step']}",
         f"{'head':<16}{'top-1':>8}{'top-5':>8}{'class':>8}"
         + (f"{'flip top-1':>12}{'flip top-5':>12}" if flip else "")
-        + (f"{str(crops['views']) + '-crop top-1':>15}{'top-5':>8}" if crops else ""),
+        + (f"{str(crops['views']) + '-crop top-1':>15}{'top-5':>8}" if crops else "")
+        + (f"{str(len(scales['scales'])) + '-scale top-1':>16}{'top-5':>8}" if scales else ""),
     ]
     for h in heads:
         row = (
@@ -352,6 +415,8 @@ def format_report(report: dict) -> str:
             row += f"{flip['top1/' + h]:>12.2f}{flip['top5/' + h]:>12.2f}"
         if crops:
             row += f"{crops['top1/' + h]:>15.2f}{crops['top5/' + h]:>8.2f}"
+        if scales:
+            row += f"{scales['top1/' + h]:>16.2f}{scales['top5/' + h]:>8.2f}"
         lines.append(row)
     lines.append(
         f"(class: mean per-class top-1); macro-F1 of the combined prediction "
@@ -382,6 +447,7 @@ def main(argv) -> None:
             out_dir=flags.out or None,
             images=flags.images or None,
             crops=flags.crops,
+            scales=flags.scales,
         )
     except Exception as e:  # user mistakes → one line
         cli_common.fail(e)
@@ -409,6 +475,12 @@ def run() -> None:
         flags.DEFINE_boolean("flip", True, "Also report flip test-time augmentation (separately).")
         flags.DEFINE_integer(
             "crops", 0, "5 or 10: also report FiveCrop/TenCrop test-time augmentation (separately)."
+        )
+        flags.DEFINE_string(
+            "scales",
+            "",
+            "Eval resizes S1,S2,...: also report multi-scale test-time augmentation (the center "
+            "crop of each, separately).",
         )
         flags.DEFINE_string("out", "", "Folder for the report and PNG (default: the workdir).")
 

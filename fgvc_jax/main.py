@@ -24,7 +24,7 @@ from ml_collections import config_flags  # noqa: E402
 from fgvc_jax import recipe  # noqa: E402
 from fgvc_jax.convert import pretrained  # noqa: E402
 from fgvc_jax.loop import train  # noqa: E402
-from fgvc_jax.run import checkpoints, trained  # noqa: E402
+from fgvc_jax.run import checkpoints, trained, wandb_writer  # noqa: E402
 from fgvc_jax.run import workdir as workdir_lib  # noqa: E402
 from fgvc_jax.runtime import compile_cache, peers  # noqa: E402
 from fgvc_jax.suggest import did_you_mean  # noqa: E402
@@ -134,6 +134,7 @@ def main(argv):
         if _MODE.value == "train":
             if config is None:
                 _fail("--config is required to train (e.g. --config configs/swinfc.py:cub).")
+            wandb_writer.check(config.train.get("wandb_project", ""))
             if not checkpoints.has_checkpoints(workdir):  # a resume never reads them
                 recipe.check(config)  # settings, start source: before any dataset work or workdir
                 pretrained.check_source(config)

@@ -31,6 +31,7 @@ LONG_FILES = (
     "tests/train/test_slurm_script.py",
     "tests/train/test_resume_from.py",
     "tests/train/test_two_process.py",
+    "tests/train/test_wandb.py",
 )
 #: Test names that are `long` wherever they are: whole methods trained beside their twins.
 LONG_NAMES = (

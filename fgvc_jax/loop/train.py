@@ -318,6 +318,8 @@ def _train_and_evaluate(
         num_steps=run.num_steps,
         steps_per_epoch=run.steps_per_epoch,
         batch_size=run.batch_size,
+        wandb_project=t.get("wandb_project", ""),
+        run_config=config.to_dict(),
     )
 
     shapes = run.recipe.variable_shapes

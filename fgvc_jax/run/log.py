@@ -1,5 +1,6 @@
 """Where a run's metrics go: TensorBoard (clu's SummaryWriter), `<workdir>/metrics.jsonl` (one
-JSON object per write: {"step": s, name: value, ...}) and, during training, one console line
+JSON object per write: {"step": s, name: value, ...}), with `wandb_project` a Weights & Biases
+run too (`run.wandb_writer`), and, during training, one console line
 per log step — step/total, epoch, loss, learning rate, images/s, ETA ("ETA 3m05s"). Process 0
 only. (The console line of a long preparation, dataset or decoded cache, is
 `runtime.progress.Progress`.)
@@ -24,7 +25,15 @@ class RunLog:
     """Metrics of one run: `scalars` (TensorBoard + metrics.jsonl), `progress` (console)."""
 
     def __init__(
-        self, workdir: str, *, num_steps: int, steps_per_epoch: int, batch_size: int, stream=None
+        self,
+        workdir: str,
+        *,
+        num_steps: int,
+        steps_per_epoch: int,
+        batch_size: int,
+        stream=None,
+        wandb_project: str = "",
+        run_config: dict | None = None,
     ):
         self.active = jax.process_index() == 0
         self.num_steps, self.steps_per_epoch = num_steps, steps_per_epoch
@@ -37,6 +46,11 @@ class RunLog:
 
             self.tb = metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
             self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        self.wandb = None
+        if self.active and wandb_project:
+            from fgvc_jax.run.wandb_writer import WandbWriter
+
+            self.wandb = WandbWriter(workdir, wandb_project, run_config or {})
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.active or not values:
@@ -46,6 +60,8 @@ class RunLog:
             json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n"
         )
         self.jsonl.flush()
+        if self.wandb:
+            self.wandb.scalars(step, values)
 
     def hparams(self, values: dict) -> None:
         if self.active:
@@ -97,3 +113,5 @@ class RunLog:
             self.tb.flush()
             self.tb.close()
             self.jsonl.close()
+        if self.wandb:
+            self.wandb.close()

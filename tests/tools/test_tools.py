@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgvc_jax import evaluate, explain, predict
+from fgvc_jax import data, evaluate, explain, predict
 from fgvc_jax.run import trained
+from fgvc_jax.run.trained import ToolError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -196,3 +197,32 @@ def test_crops_tta_at_the_crop_size_equals_the_single_and_flip_views(model, tmp_
     ten = evaluate.evaluate(model, flip=True, crops=10, out_dir=str(tmp_path))
     assert ten["crops_tta"] == {"views": 10, **ten["flip_tta"]}
     assert "5-crop top-1" in evaluate.format_report(five)
+
+
+def test_scale_batches_are_the_eval_views_at_each_resize(model):
+    """View v of a multi-scale batch is the eval iterator's center crop with eval_resize set to
+    scales[v]; the run's own size reads its cache, another is decoded (nothing written)."""
+    d = model.config.data
+    own, other = int(d.eval_resize), int(d.eval_resize) + 16
+    views = next(evaluate.scale_batches(d, d.test_split, 8, (own, other)))
+    assert views["image"].shape == (8, 2, d.eval_crop, d.eval_crop, 3)
+    for v, size in enumerate((own, other)):
+        c = d.copy_and_resolve_references()
+        c.eval_resize, c.cache = size, "none"
+        it = data.eval_iterator(c, split=d.test_split, global_batch_size=8)
+        expected = next(it)
+        it.close()
+        np.testing.assert_array_equal(views["image"][:, v], expected["image"])
+        np.testing.assert_array_equal(views["label"], expected["label"])
+    assert not np.array_equal(views["image"][:, 0], views["image"][:, 1])
+
+
+def test_scales_tta_of_the_runs_own_size_is_the_single_view(model, tmp_path):
+    own = int(model.config.data.eval_resize)
+    report = evaluate.evaluate(model, flip=False, scales=f"{own},{own}", out_dir=str(tmp_path))
+    assert report["scales_tta"] == {"scales": [own, own], **report["single_view"]}
+    two = evaluate.evaluate(model, flip=False, scales=f"{own},{own + 16}", out_dir=str(tmp_path))
+    assert two["scales_tta"]["scales"] == [own, own + 16]
+    assert "2-scale top-1" in evaluate.format_report(two)
+    with pytest.raises(ToolError, match=f"--scales '32': 32 is smaller than the crop {own}"):
+        evaluate.evaluate(model, scales="32", out_dir=str(tmp_path))
