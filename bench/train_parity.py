@@ -38,10 +38,11 @@ Writes <out>/train_parity.md (the table), <out>/train_parity.json (every number:
 are fractions in [0, 1]) and <out>/<method>.png (training loss and validation top-1, mean
 over seeds, shaded ± sd).
 
-Time (2026-12-05, the shared 2-core machine at load 6-8, not quiet): baseline_resnet at
-`--steps 20`, one seed: fgvc_jax 430 s (≈ 45 s compiling, then ≈ 0.07 steps/s with the
-evaluations), PyTorch 64 s (≈ 0.45 steps/s). At full length (300 steps) that is over an hour
-for our side and 11 min for the twin per seed there; the full table was not measured.
+Time: on 2026-12-05 our ResNet side ran 13x slower than the twin (quiet, 2026-12-07: 1.35 s
+against 0.11 s a step at batch 32): XLA:CPU's generic loop for the 3x3 convs of the 2x2 last
+stage at 64 px; `backbones.conv` computes those as matmuls now (BENCHMARKS.md, "Small maps on
+CPU"). The table in BENCHMARKS.md ("the same accuracy as PyTorch") was cut off after
+baseline_resnet's three seeds and CRA-SMRA's first (about an hour on the shared 2-core machine).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ HEAVY_DEPENDENCIES = frozenset(
         "tensorflow_datasets",
         "matplotlib",
         "jax2onnx",
+        "wandb",  # the optional W&B writer (run/wandb_writer.py)
         "onnx",
         "onnxruntime",
         "safetensors",

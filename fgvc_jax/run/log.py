@@ -18,6 +18,7 @@ import time
 
 import jax
 
+from fgvc_jax.run.wandb_writer import WandbWriter
 from fgvc_jax.runtime.progress import eta
 
 
@@ -48,8 +49,6 @@ class RunLog:
             self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
         self.wandb = None
         if self.active and wandb_project:
-            from fgvc_jax.run.wandb_writer import WandbWriter
-
             self.wandb = WandbWriter(workdir, wandb_project, run_config or {})
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
