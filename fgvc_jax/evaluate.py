@@ -60,7 +60,9 @@ def parse_scales(text: str, crop: int) -> tuple[int, ...]:
     try:
         scales = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise ToolError(f"--scales {text!r}: expected sizes in pixels, e.g. --scales 512,576.")
+        raise ToolError(
+            f"--scales {text!r}: expected sizes in pixels, e.g. --scales 512,576."
+        ) from None
     small = [s for s in scales if s < crop]
     if small:
         raise ToolError(

@@ -3,11 +3,11 @@ when the kernel reaches past the input.
 
 XLA:CPU (jax 0.10.2) runs a convolution whose (dilated) kernel is larger than the unpadded
 input, e.g. a 3x3 conv on the 2x2 maps of a ResNet's last stage at 64 px, through a slow
-generic loop: 182 ms against PyTorch's 2.2 ms for batch 32 × 512 → 512 channels, and the
-whole CPU-size ResNet-18 forward 0.7 s of which 0.56 s in that stage (BENCHMARKS.md, "Small
-maps on CPU"). There the sum over the k₁·k₂ taps of (shifted, strided slice of the padded
-input) @ (that tap's C×D weights) gives the same convolution as plain matmuls (60x faster
-there). It applies only when the kernel reaches past the input (the CPU-size models' last
+generic loop: forward and both gradients of batch 32 × 512 → 512 channels take 392 ms there,
+7.8 ms in PyTorch, and the CPU-size ResNet-18 train step 1.34 s (BENCHMARKS.md, "Small maps on
+CPU"). The sum over the k₁·k₂ taps of (shifted, strided slice of the padded input) @ (that
+tap's C×D weights) is the same convolution as plain matmuls: 8.8 ms, and the train step
+0.26 s. It applies only when the kernel reaches past the input (the CPU-size models' last
 stages, CBAM's 7x7 on small maps), never at the paper sizes, so a GPU or TPU program at 448 px
 is the convolution it always was.
 """
@@ -29,12 +29,17 @@ def _channels_last(dn: lax.ConvDimensionNumbers, n: int) -> bool:
     )
 
 
+def _extents(kernel_shape, rhs_dilation) -> tuple[int, ...]:
+    """The dilated kernel's reach per spatial dimension: (k − 1)·d + 1."""
+    spatial = kernel_shape[:-2]
+    dilation = rhs_dilation or (1,) * len(spatial)
+    return tuple((k - 1) * d + 1 for k, d in zip(spatial, dilation))
+
+
 def kernel_reaches_past_input(input_shape, kernel_shape, rhs_dilation=None) -> bool:
     """Whether a channels-last conv of `kernel_shape` (spatial..., C, D) over `input_shape`
     (N, spatial..., C) has a spatial dimension where the dilated kernel exceeds the input."""
-    spatial = kernel_shape[:-2]
-    dilation = rhs_dilation or (1,) * len(spatial)
-    return any((k - 1) * d + 1 > x for k, d, x in zip(spatial, dilation, input_shape[1:-1]))
+    return any(e > x for e, x in zip(_extents(kernel_shape, rhs_dilation), input_shape[1:-1]))
 
 
 def conv_general_dilated(
@@ -77,14 +82,11 @@ def conv_general_dilated(
         )
     spatial = rhs.shape[:-2]
     dilation = tuple(rhs_dilation or (1,) * len(spatial))
+    extents = _extents(rhs.shape, dilation)
     if isinstance(padding, str):
-        dilated = tuple((k - 1) * d + 1 for k, d in zip(spatial, dilation))
-        padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, window_strides, padding)
+        padding = lax.padtype_to_pads(lhs.shape[1:-1], extents, window_strides, padding)
     x = jnp.pad(lhs, ((0, 0), *(tuple(p) for p in padding), (0, 0)))
-    out = [
-        (x.shape[1 + i] - (k - 1) * d - 1) // s + 1
-        for i, (k, d, s) in enumerate(zip(spatial, dilation, window_strides))
-    ]
+    out = [(n_in - e) // s + 1 for n_in, e, s in zip(x.shape[1:-1], extents, window_strides)]
     y = None
     for tap in itertools.product(*(range(k) for k in spatial)):
         window = tuple(

@@ -43,9 +43,8 @@ class WandbWriter:
     """`scalars(step, values)` → `wandb.log(values, step=step)`; `close()` finishes the run."""
 
     def __init__(self, workdir: str, project: str, run_config: dict):
-        import wandb
+        import wandb  # `check` (main, before any work) said how to install it
 
-        check(project)
         self.run = wandb.init(
             project=project,
             dir=workdir,
