@@ -397,12 +397,17 @@ def main(argv=None) -> dict:
     for m in names:
         results[m] = run_method(m, args.seeds, args.steps or None, args.eval_every, args.eval_limit)
         plot(m, results[m], os.path.join(args.out, f"{m}.png"))
-    md = table(results)
-    print(md)
-    with open(os.path.join(args.out, "train_parity.md"), "w") as f:
-        f.write(md + "\n")
-    report = {"seeds": args.seeds, "init": "shared (ours copied to the twin)", "methods": results}
-    with open(os.path.join(args.out, "train_parity.json"), "w") as f:
+        report = write(results, args.seeds, args.out)  # after each method: a cut-off keeps them
+    print(table(results))
+    return report
+
+
+def write(results: dict, seeds: int, out: str) -> dict:
+    """<out>/train_parity.md and .json for the methods finished so far."""
+    with open(os.path.join(out, "train_parity.md"), "w") as f:
+        f.write(table(results) + "\n")
+    report = {"seeds": seeds, "init": "shared (ours copied to the twin)", "methods": results}
+    with open(os.path.join(out, "train_parity.json"), "w") as f:
         json.dump(report, f, indent=1)
     return report
 
