@@ -131,6 +131,7 @@ class Pair:
                 {"params": key, "dropout": key},
                 jnp.zeros((2, size, size, 3), jnp.float32),
                 train=True,
+                mutable=["params", "batch_stats"],  # nothing of the forward: compiles faster
             )
         )
         mutable = ["metrics", "intermediates"] + (["batch_stats"] if train else [])

@@ -68,8 +68,15 @@ def test_resnet50_train_step_compiles_for_h100_with_default_xla_flags():
 
 @pytest.mark.parametrize(
     "method",
-    # baseline_resnet: the test above
-    [m for m in sorted(registry.METHODS) if registry.has_paper_size(m) and m != "baseline_resnet"],
+    # baseline_resnet: the test above. baseline_swin: its step (Swin-B/384, a linear head, batch
+    # 32) is a part of SwinFC's (the same trunk at the same size and batch, plus FFM, FSM and
+    # three heads), compiled and fitted here; its FLOPs, which need no compile (`hlo_flops` of
+    # the lowered step), are asserted in tests/methods/test_full_size.py.
+    [
+        m
+        for m in sorted(registry.METHODS)
+        if registry.has_paper_size(m) and m not in ("baseline_resnet", "baseline_swin")
+    ],
 )
 def test_paper_size_train_step_compiles_and_fits_on_h100(method):
     resnet = registry.default_config(method).backbone.startswith("resnet")
@@ -87,10 +94,6 @@ def test_paper_size_train_step_compiles_and_fits_on_h100(method):
         assert s["triton_gemm"] == "default"
     if s["triton_gemm"] == "off":
         assert "Couldn't find output tile sizes" in s["note"]
-    if method == "baseline_swin":
-        # Swin-B/384: 47.2 GMAC forward x 3 (forward + backward) x 2 FLOP/MAC ≈ 283 GFLOP per
-        # image (a loop in the step, whose body XLA's cost analysis counts once, would halve it).
-        assert 260 < r["train_gflops_per_image"] < 320, r["train_gflops_per_image"]
 
 
 @pytest.mark.parametrize("method", sorted(registry.METHODS))

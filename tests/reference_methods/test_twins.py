@@ -85,12 +85,6 @@ def test_train_mode_float32_is_as_accurate_as_pytorch(name):
     assert not bad, "float32 error against the float64 twin (median of 5 seeds):\n" + "\n".join(bad)
 
 
-def test_cra_smra_densenet_matches_twin():
-    cfg = registry.default_config("cra_smra", "cpu")
-    cfg.backbone = "densenet121"
-    check(parity.run(cfg, 10, train=False, batch=2)[0], 1e-5)
-
-
 @pytest.mark.parametrize(
     "name,train,ours,twin,row",
     [
@@ -152,6 +146,10 @@ def test_weight_map_round_trip(name):
 # (the whole trunk, stage by stage: test_trunk_equals_plain_swin) and is checked against timm's
 # at 384 (test_swin_base_384_parity_and_stage4_attention); its GAP + Dense head is checked at
 # the CPU size above. 135 s of CI for nothing new.
+# CRA-SMRA on a DenseNet: the paper's DenseNet-161 here (float64, every row), and DenseNet-121's
+# whole recipe over 4 steps beside PyTorch in float64 (tests/tools/test_recipe_parity.py); a
+# CPU-size DenseNet-121 float32 eval-mode twin, the same code at a looser tolerance, was dropped
+# (65 s of CI).
 FULL = [(name, {}) for name in METHODS if name != "baseline_swin"] + [
     ("cra_smra", {"backbone": "densenet161"})
 ]
