@@ -449,6 +449,15 @@ def compare(a: Trace, b: Trace) -> list[parity.Row]:
     return parity.compare(values(a), values(b))
 
 
+def median_rows(runs: list[list[parity.Row]]) -> list[parity.Row]:
+    """Per row, the median over runs (seeds) of its relative difference, as a Row whose
+    `rel` is that median (max |ref| 1)."""
+    return [
+        parity.Row(rows[0].name, 1.0, float(np.median([r.rel for r in rows])))
+        for rows in zip(*runs)
+    ]
+
+
 def loss_differences(a: Trace, b: Trace) -> list[float]:
     """Per step |loss a − loss b| / |loss b|."""
     return [abs(x - y) / abs(y) if y else abs(x - y) for x, y in zip(a.losses, b.losses)]

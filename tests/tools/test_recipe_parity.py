@@ -9,6 +9,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -225,6 +226,25 @@ def test_command_float32_shows_both_errors_against_float64_and_passes():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ours vs f64" in done.stdout and "PyTorch f32 vs f64" in done.stdout
     assert "params [new]" in done.stdout
+
+
+def test_command_float32_over_seeds_decides_on_the_medians():
+    done = compare("--seeds", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    seeds = re.findall(
+        r"^  seed (\d+): ours ([0-9.e+-]+) \(.*\), PyTorch ([0-9.e+-]+)", done.stdout, re.M
+    )
+    assert [int(s) for s, _, _ in seeds] == [0, 1, 2], done.stdout
+    assert "median over the seeds" in done.stdout, done.stdout
+
+
+def test_median_rows_is_the_per_row_median_over_seeds():
+    def rows(*rels):
+        return [parity.Row(f"r{i}", 2.0, 2.0 * rel) for i, rel in enumerate(rels)]
+
+    med = recipe_parity.median_rows([rows(1e-3, 5.0), rows(1e-1, 1.0), rows(1e-2, 3.0)])
+    assert [r.name for r in med] == ["r0", "r1"]
+    np.testing.assert_allclose([r.rel for r in med], [1e-2, 3.0])
 
 
 def trace(losses):
