@@ -41,8 +41,9 @@ over seeds, shaded ± sd).
 Time: on 2026-12-05 our ResNet side ran 13x slower than the twin (quiet, 2026-12-07: 1.35 s
 against 0.11 s a step at batch 32): XLA:CPU's generic loop for the 3x3 convs of the 2x2 last
 stage at 64 px; `backbones.conv` computes those as matmuls now (BENCHMARKS.md, "Small maps on
-CPU"). The table in BENCHMARKS.md ("the same accuracy as PyTorch") was cut off after
-baseline_resnet's three seeds and CRA-SMRA's first (about an hour on the shared 2-core machine).
+CPU"). Quiet, SwinFC's 600 steps take ~75 s on our side and ~50 s on PyTorch's; the whole
+3-method, 3-seed run about an hour on the 2-core machine (BENCHMARKS.md, "the same accuracy
+as PyTorch").
 """
 
 from __future__ import annotations
