@@ -104,6 +104,11 @@ def main(argv):
     config = FLAGS.config
     if config is None:
         raise app.UsageError("--config configs/<method>.py:<dataset> is required")
+    if FLAGS.seeds != 1 and not (FLAGS.seeds > 1 and FLAGS.steps > 0 and FLAGS.dtype == "float32"):
+        raise app.UsageError(
+            f"--seeds={FLAGS.seeds}: --seeds S (S > 1) decides the float32 rule of --steps N "
+            "over S seeds; use it with --steps N and --dtype float32"
+        )
     cpu = config.method.get("size", "full") == "cpu"
     batch = FLAGS.batch or (4 if cpu else 2)
     classes = FLAGS.num_classes or (10 if cpu else 200)

@@ -238,6 +238,12 @@ def test_command_float32_over_seeds_decides_on_the_medians():
     assert "median over the seeds" in done.stdout, done.stdout
 
 
+def test_seeds_outside_the_float32_recipe_rule_is_a_usage_error():
+    done = compare("--seeds", "3", "--dtype=float64")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "use it with --steps N and --dtype float32" in done.stderr, done.stderr[-2000:]
+
+
 def test_median_rows_is_the_per_row_median_over_seeds():
     def rows(*rels):
         return [parity.Row(f"r{i}", 2.0, 2.0 * rel) for i, rel in enumerate(rels)]
