@@ -368,12 +368,18 @@ def checkpoint_write_fails(runs: Runs) -> str | None:
 
 
 _PREPARE = """
-import sys
+import os, sys, time
 from fgvc_jax import data
 from fgvc_jax.data import cache
 c = data.default_config("synthetic_fgvc")
 c.data_dir = sys.argv[1]
-c.synthetic.num_classes, c.synthetic.train_per_class, c.synthetic.test_per_class = 4, 250, 2
+c.synthetic.num_classes, c.synthetic.train_per_class, c.synthetic.test_per_class = 4, 1000, 2
+# Both processes start preparing together (the imports before it take up to ~10 s on a loaded
+# machine, which let one process finish before the other began), and the preparation of 4000
+# images lasts longer than the 1 s a waiter waits quietly before it says so (1000 took ~1 s).
+open(os.path.join(sys.argv[2], str(os.getpid())), "w").close()
+while len(os.listdir(sys.argv[2])) < 2:
+    time.sleep(0.01)
 data.prepare(c)
 print("images", len(cache.load(c, "train", 64, 1)))
 """
@@ -383,10 +389,13 @@ def two_preparations(root: str) -> str:
     """Two processes started together on a new data_dir (a sweep's first runs): one prepares
     the dataset and builds the decoded cache, the other says it waits, then reuses both."""
     data_dir = os.path.join(root, "tfds_shared")
+    ready = os.path.join(root, "ready")
     shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(ready, ignore_errors=True)
+    os.makedirs(ready)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PREPARE, data_dir],
+            [sys.executable, "-c", _PREPARE, data_dir, ready],
             cwd=cli.ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -397,7 +406,7 @@ def two_preparations(root: str) -> str:
     ]
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (out, err) in zip(procs, outs):
-        _ok(p.returncode == 0 and "images 1000" in out, "a preparation failed", err)
+        _ok(p.returncode == 0 and "images 4000" in out, "a preparation failed", err)
         _ok("Traceback" not in err, "a traceback", err)
     text = "".join(out + err for out, err in outs)
     _ok(text.count("Preparing dataset synthetic_fgvc") == 1, "not prepared once", text)
