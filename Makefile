@@ -9,17 +9,22 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Runtime install (the main job).
-venv: $(BIN)/python
+# Runtime install (the main job). Done once per pyproject.toml (a stamp file): a second
+# `make quickstart` prints only the run's result.
+venv: $(VENV)/.runtime-installed
+$(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
+	touch $@
 
 # Runtime + PyTorch references + test tools + the ONNX converter and runtime (export) + the
 # Weights & Biases writer (wandb) + the
 # compilers for H100/TPU without the device (fgvc_jax.aot, its tests run in CI). torch first,
 # alone, so that pip takes the CPU 2.13.0 build and no CUDA packages.
-dev: $(BIN)/python $(VENV)/aot-gpu/.installed $(VENV)/aot-tpu/.installed
+dev: $(VENV)/.dev-installed
+$(VENV)/.dev-installed: pyproject.toml $(VENV)/aot-gpu/.installed $(VENV)/aot-tpu/.installed
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[torch,test,export,wandb]"
+	touch $@ $(VENV)/.runtime-installed
 
 # The aot-gpu and aot-tpu extras of pyproject.toml, installed beside site-packages
 # (fgvc_jax.aot puts the one its target needs on sys.path): inside site-packages the CUDA

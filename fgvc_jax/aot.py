@@ -15,11 +15,13 @@ the dataset is never read: its class count is the dataset's published one (`data
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
 import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -124,6 +126,8 @@ def prepare_environment(argv: list[str]) -> None:
     except ValueError as e:
         _fail(str(e))
     os.environ["JAX_PLATFORMS"] = "cpu"
+    # The report only: no C++ INFO lines of the plugins ("Could not find cuda drivers").
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     side = SIDE_DIRS[kind]
     if os.path.isdir(side) and side not in sys.path:
         sys.path.insert(0, side)
@@ -136,6 +140,29 @@ def prepare_environment(argv: list[str]) -> None:
             _fail(f"--target={name} needs libtpu: {_extra_advice('tpu')}")
         # libtpu's one-process-per-TPU lock file guards a device; there is none here.
         os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+
+@contextlib.contextmanager
+def _without_missing_device_notices():
+    """fd 2 held back while the backends start: the CUDA plugin and libtpu, loaded on a
+    machine without their device, print C++ notices about it ("Could not find cuda
+    drivers", libtpu's TPU_WORKER_HOSTNAMES and "No jellyfish device" lines) that no setting
+    hides. aot only compiles for the target, so they are dropped; if the start fails,
+    everything held back is printed before the error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            caught.seek(0)
+            sys.stderr.write(caught.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def num_classes_of(data_config, override: int = 0) -> int:
@@ -380,8 +407,15 @@ def format_report(r: dict) -> str:
 
 
 def main(argv):
+    import jax
+
+    from fgvc_jax.tools import cli_common
+
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli_common.quiet()  # no absl/JAX INFO lines ("Unable to initialize backend 'tpu'")
+    with _without_missing_device_notices():
+        jax.devices()  # the backends and plugins start here
     f = {k: v.value for k, v in _FLAGS.items()}
     config = f["config"]
     try:

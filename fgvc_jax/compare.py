@@ -100,6 +100,9 @@ def check_torch() -> None:
 
 def main(argv):
     del argv
+    from fgvc_jax.tools import cli_common
+
+    cli_common.quiet()  # the tables only: no absl/JAX INFO lines ("Unable to initialize ...")
     check_torch()
     config = FLAGS.config
     if config is None:

@@ -296,8 +296,11 @@ def export_onnx(trained: Trained, out_dir: str, batch_size: int = 0) -> str:
     closed = jax.make_jaxpr(_probs_of_images(trained))(spec)
     fn = lambda images: _inline_for_onnx(closed.jaxpr, closed.consts, images)[0]
     # jax2onnx 0.12.5 prints a debug line per convolution and logs a traceback for each
-    # plugin that does not import with this jax (dm_pix's): neither concerns this model.
-    logging.getLogger("jax2onnx").setLevel(logging.ERROR)
+    # plugin that does not import with this jax (dm_pix's); onnx_ir warns once per
+    # intermediate value that has a shape but no type annotation ("Skipping serialization":
+    # ~600 lines for SwinFC; value_info only, the graph is complete). None concerns the model.
+    for name in ("jax2onnx", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import jax2onnx
 
     _write_class_names(trained, out_dir)
