@@ -64,3 +64,11 @@ quickstart: venv
 	else \
 	  $(BIN)/python -m fgvc_jax.main --config configs/swinfc.py:synthetic --workdir $(QUICKSTART); \
 	fi
+
+# Debian's slurm-wlm (22.05 on bookworm) and munge, as root: tests/train/test_slurm_cluster.py
+# starts a private one-node SLURM with them (tests/slurm_cluster.sh) and is skipped without
+# them; `make test` does not install them. Their system services are not needed.
+.PHONY: slurm
+slurm:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge
