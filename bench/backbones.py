@@ -253,9 +253,10 @@ def resnet50_convs(size: int) -> list[tuple[int, int, int, int, int]]:
 
 
 def breakdown(args) -> None:
-    """Where the ResNet-50 train step's time goes: every convolution of the network timed alone
-    (forward + input grad + weight grad), grouped by kind, JAX next to torch; 1x1 convolutions
-    both as XLA convolutions and as the matmul the backbone uses."""
+    """Where the ResNet-50 train step's time goes: every convolution of the network, every
+    BatchNorm+ReLU after one (train mode) and the stem max-pool, each timed alone (forward + input
+    grad + weight grad), grouped by kind, JAX next to torch; 1x1 convolutions both as XLA
+    convolutions and as the matmul the backbone uses."""
     import jax
     import jax.numpy as jnp
 
@@ -285,19 +286,67 @@ def breakdown(args) -> None:
 
         return median_time(f, 3, 1)
 
+    def jax_bn_relu(h, c):  # the backbone's BatchNorm (torch semantics), train mode
+        from fgvc_jax.backbones.batch_norm import BatchNorm
+
+        bn, x = BatchNorm(), jnp.ones((args.batch, h, h, c)) * jnp.linspace(0, 1, c)
+        v = bn.init(jax.random.key(0), x, True)
+
+        def f(p, x):
+            y, _ = bn.apply({"params": p, **v}, x, True, mutable=["batch_stats"])
+            return jax.nn.relu(y).sum()
+
+        g = jax.jit(jax.grad(f, argnums=(0, 1)))
+        return median_time(lambda: jax.block_until_ready(g(v["params"], x)), 3, 1)
+
+    def torch_bn_relu(h, c):
+        bn = torch.nn.BatchNorm2d(c).train()
+        x = torch.ones(args.batch, c, h, h) * torch.linspace(0, 1, c)[None, :, None, None]
+        x.requires_grad_()
+
+        def f():
+            bn.zero_grad()
+            x.grad = None
+            torch.relu(bn(x)).sum().backward()
+
+        return median_time(f, 3, 1)
+
+    def jax_stem_pool(h, c):
+        import flax.linen as nn
+
+        x = jnp.asarray(np.random.default_rng(0).random((args.batch, h, h, c), np.float32))
+        pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))).sum()
+        g = jax.jit(jax.grad(pool))
+        return median_time(lambda: jax.block_until_ready(g(x)), 3, 1)
+
+    def torch_stem_pool(h, c):
+        x = torch.rand(args.batch, c, h, h, requires_grad=True)
+
+        def f():
+            x.grad = None
+            torch.nn.functional.max_pool2d(x, 3, 2, 1).sum().backward()
+
+        return median_time(f, 3, 1)
+
     rows = {}
+
+    def add(kind, jax_s, torch_s):
+        r = rows.setdefault(kind, [0, 0.0, 0.0])
+        r[0], r[1], r[2] = r[0] + 1, r[1] + jax_s, r[2] + torch_s
+
     for h, ci, co, k, s in resnet50_convs(args.size):
-        kinds = [(f"{k}x{k} conv", False)] + ([("1x1 as matmul", True)] if k == 1 else [])
         t = torch_conv(h, ci, co, k, s)
-        for kind, as_matmul in kinds:
-            r = rows.setdefault(kind, [0, 0.0, 0.0])
-            r[0] += 1
-            r[1] += jax_conv(as_matmul, h, ci, co, k, s)
-            r[2] += t
+        add(f"{k}x{k} conv", jax_conv(False, h, ci, co, k, s), t)
+        if k == 1:
+            add("1x1 as matmul", jax_conv(True, h, ci, co, k, s), t)
+        add("BatchNorm+ReLU (train)", jax_bn_relu(h // s, co), torch_bn_relu(h // s, co))
+    h = args.size // 2
+    add("stem max-pool 3x3/2", jax_stem_pool(h, 64), torch_stem_pool(h, 64))
     j = bench_jax("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
     t = bench_torch("resnet50", args.batch, args.size, args.repeats, args.warmup, False)
     print(
-        f"ResNet-50 convolutions, forward + input grad + weight grad, batch {args.batch}, {args.size}², fp32"
+        f"ResNet-50's layers by kind, each timed alone, forward + input grad + weight grad, "
+        f"batch {args.batch}, {args.size}², fp32"
     )
     print(f"{'':24s} {'count':>5s} {'jax ms':>9s} {'torch ms':>9s} {'jax/torch':>9s}")
     for kind, (n, jt, tt) in rows.items():
