@@ -5,6 +5,7 @@ Swin-T at 224, batch 8, fp32. Medians of repeats; compile time reported separate
     python bench/backbones.py --sweep            # JAX ResNet-50 train step under XLA CPU flag sets
     python bench/backbones.py --breakdown        # where the ResNet-50 train step's time goes
     python bench/backbones.py --small-maps --batch 32   # convs whose kernel reaches past the map
+    python bench/backbones.py --profile --repeats 3     # the JAX train steps' XLA work by kind
 
 Device: JAX's default backend (CPU here; a GPU when jax[cuda] is installed: then add --bf16
 to compare bf16 JAX with torch AMP).
@@ -357,6 +358,53 @@ def breakdown(args) -> None:
     )
 
 
+def profile(args) -> None:
+    """The JAX train step of each of --models traced with `jax.profiler` over --repeats steps:
+    XLA's thunks by kind (the fusion name without its number), time per step and share, from
+    the trace's XLA threads. On the CPU: XNNPACK fusions (convolutions, matmuls), layout
+    copies and transposes, reductions, elementwise fusions."""
+    import collections
+    import glob
+    import re
+    import tempfile
+
+    import jax
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    for arch in args.models.split(","):
+        step = prepare_jax(MODELS[arch], args.batch, args.size, args.bf16)["train"]
+        for _ in range(args.warmup):
+            step()
+        folder = tempfile.mkdtemp(prefix="profile-")
+        jax.profiler.start_trace(folder)
+        for _ in range(args.repeats):
+            step()
+        jax.profiler.stop_trace()
+        space = xplane_pb2.XSpace()
+        (path,) = glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)
+        space.ParseFromString(open(path, "rb").read())
+        ms, count = collections.Counter(), collections.Counter()
+        for plane in space.planes:
+            names = {k: v.name for k, v in plane.event_metadata.items()}
+            for line in plane.lines:
+                if line.name == "python":
+                    continue
+                for ev in line.events:
+                    name = names.get(ev.metadata_id, "")
+                    if not name or name.startswith(("ThunkExecutor", "$", "SlinkyThreadPool")):
+                        continue
+                    kind = re.sub(r"[._]\d+$", "", name)
+                    ms[kind] += ev.duration_ps / 1e9 / args.repeats
+                    count[kind] += 1
+        total = sum(ms.values())
+        print(
+            f"{arch} train step, batch {args.batch}, {args.size}²: {total:.1f} ms of XLA work per step"
+        )
+        print(f"{'kind':32s} {'ms/step':>9s} {'share':>6s} {'count':>6s}")
+        for kind, t in ms.most_common(15):
+            print(f"{kind:32s} {t:9.1f} {100 * t / total:5.1f}% {count[kind] // args.repeats:6d}")
+
+
 def small_maps(args) -> None:
     """Convolutions whose kernel reaches past the input (the CPU-size models' last stages):
     forward + input grad + weight grad through lax's convolution and through
@@ -452,9 +500,12 @@ def main():
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--breakdown", action="store_true")
     p.add_argument("--small-maps", action="store_true")
+    p.add_argument("--profile", action="store_true", help="the JAX train step's XLA work by kind")
     args = p.parse_args()
     if args.small_maps:
         return small_maps(args)
+    if args.profile:
+        return profile(args)
     sweep(args) if args.sweep else breakdown(args) if args.breakdown else table(args)
 
 
