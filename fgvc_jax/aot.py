@@ -126,8 +126,6 @@ def prepare_environment(argv: list[str]) -> None:
     except ValueError as e:
         _fail(str(e))
     os.environ["JAX_PLATFORMS"] = "cpu"
-    # The report only: no C++ INFO lines of the plugins ("Could not find cuda drivers").
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     side = SIDE_DIRS[kind]
     if os.path.isdir(side) and side not in sys.path:
         sys.path.insert(0, side)
