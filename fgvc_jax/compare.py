@@ -54,6 +54,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from fgvc_jax.reference import parity, recipe_parity  # torch itself only on first use
+from fgvc_jax.tools import cli_common
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<method>.py:<dataset>")
@@ -100,8 +101,6 @@ def check_torch() -> None:
 
 def main(argv):
     del argv
-    from fgvc_jax.tools import cli_common
-
     cli_common.quiet()  # the tables only: no absl/JAX INFO lines ("Unable to initialize ...")
     check_torch()
     config = FLAGS.config
@@ -256,7 +255,5 @@ def float32_medians(config, classes: int, batch: int, ours_err: list, torch_err:
 
 
 if __name__ == "__main__":
-    from fgvc_jax.tools import cli_common
-
     cli_common.exit_if_help(sys.argv)
     app.run(main)
